@@ -1,0 +1,2 @@
+/* conf: placeholder until written. */
+#include "config.h"

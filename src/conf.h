@@ -1,0 +1,116 @@
+/*
+ * conf: the configuration as loaded from a libconfig file and validated. A struct conf
+ * is immutable once loaded; reload builds a new one and swaps it in (users hold a
+ * reference for the duration of one delivery). Every validation error is reported as
+ * "FILE:LINE: what is wrong", all of them, not just the first.
+ */
+#ifndef DR_CONF_H
+#define DR_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "netaddr.h"
+
+enum conf_family {
+	CONF_FAMILY_ANY = 0,     /* both; IPv6 first, as RFC 6724 orders */
+	CONF_FAMILY_IPV4,        /* IPv4 only */
+	CONF_FAMILY_IPV6,        /* IPv6 only */
+	CONF_FAMILY_PREFER_IPV4, /* both; IPv4 first */
+	CONF_FAMILY_PREFER_IPV6, /* both; IPv6 first */
+};
+
+struct conf_listen {
+	struct netaddr addr;     /* address and port to bind */
+};
+
+struct conf_transport {
+	char *name;
+	enum conf_family family;
+	bool has_source4, has_source6;
+	struct netaddr source4;  /* bind outbound IPv4 connections here (port 0) */
+	struct netaddr source6;  /* bind outbound IPv6 connections here (port 0) */
+	char *helo;              /* EHLO name; NULL = global hostname */
+	char *helo4, *helo6;     /* per-family EHLO names; NULL = helo */
+	/*
+	 * Smarthost: relay_host is a host name or an address literal. relay_no_mx is set
+	 * when the name was given in brackets ("[host]"): look up A/AAAA, skip MX.
+	 */
+	char *relay_host;        /* NULL: deliver to the recipient domain's MX */
+	bool relay_no_mx;
+	uint16_t port;           /* destination port (default 25) */
+	unsigned attempt_delay_ms;  /* RFC 8305 connection attempt delay (default 250) */
+	unsigned connect_timeout_s; /* per connection attempt (default 30) */
+	bool family_fallback;    /* SMTP-level retry over the other family (default true) */
+	int line;                /* where it was defined, for diagnostics */
+};
+
+struct conf_route {
+	char *domain;            /* "example.org" exact, or ".example.com" subdomains */
+	struct conf_transport *transport; /* points into conf->transports */
+	int line;
+};
+
+struct conf {
+	unsigned refs;           /* conf_ref/conf_free */
+	char *path;              /* the file this was loaded from */
+	char *hostname;          /* EHLO name and Received: by; default: gethostname() */
+	char *spool_dir;         /* absolute (resolved against the config file's directory) */
+	struct conf_listen *listen;
+	size_t nlisten;
+	struct netaddr_prefix *relay_networks; /* default: 127.0.0.0/8 and ::1/128 */
+	size_t nrelay_networks;
+	size_t max_message_size; /* bytes; default 10240000 (Postfix's message_size_limit) */
+	size_t max_recipients;   /* per transaction; default 1000 */
+	enum log_target log_target;
+	enum log_level log_level;
+
+	struct {
+		char **servers;      /* "ADDR" / "ADDR:PORT" / "[V6]:PORT"; none = /etc/resolv.conf */
+		size_t nservers;
+		unsigned timeout_ms; /* default 2000 */
+		unsigned tries;      /* default 3 */
+	} dns;
+
+	struct {
+		unsigned retry_min_s;    /* default 300 */
+		unsigned retry_max_s;    /* default 4000 */
+		unsigned max_lifetime_s; /* default 432000 (5 days) */
+		unsigned delay_warning_s;/* default 0 (off) */
+	} queue;
+
+	struct {
+		unsigned command_timeout_s; /* inbound command wait (default 300) */
+		unsigned data_timeout_s;    /* inbound DATA between chunks (default 300) */
+		unsigned smtp_timeout_s;    /* outbound per-reply wait (default 300) */
+	} timeouts;
+
+	struct conf_transport *transports; /* always contains "default" */
+	size_t ntransports;
+	struct conf_route *routes;
+	size_t nroutes;
+	char **family_fallback_patterns;   /* extra patterns (case-insensitive substrings) */
+	size_t nfamily_fallback_patterns;
+	enum conf_family prefer_family;    /* global default for transports' "any" ordering */
+};
+
+/*
+ * Loads and validates path. On success returns a conf (free with conf_free). On
+ * failure returns NULL and appends one "FILE:LINE: message\n" per error to *errors
+ * (caller frees). check_host enables checks that look at this host (source addresses
+ * configured here); unit tests pass false.
+ */
+struct conf *conf_load(const char *path, bool check_host, char **errors);
+/* The same from a string, for tests; relative paths resolve against base_dir. */
+struct conf *conf_load_string(const char *text, const char *name, const char *base_dir,
+    bool check_host, char **errors);
+/* Reference counting: conf_load returns one reference; conf_free drops one and frees at zero. */
+struct conf *conf_ref(struct conf *c);
+void conf_free(struct conf *c);
+
+const struct conf_transport *conf_transport_find(const struct conf *c, const char *name);
+const char *conf_family_name(enum conf_family f);
+
+#endif

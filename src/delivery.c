@@ -1,0 +1,2 @@
+/* delivery: placeholder until written. */
+#include "config.h"

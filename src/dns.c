@@ -1,0 +1,2 @@
+/* dns: placeholder until written. */
+#include "config.h"

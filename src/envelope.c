@@ -1,0 +1,2 @@
+/* envelope: placeholder until written. */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* mx: placeholder until written. */
+#include "config.h"

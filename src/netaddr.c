@@ -1,0 +1,2 @@
+/* netaddr: placeholder until written. */
+#include "config.h"

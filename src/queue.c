@@ -1,0 +1,2 @@
+/* queue: placeholder until written. */
+#include "config.h"

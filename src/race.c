@@ -1,0 +1,2 @@
+/* race: placeholder until written. */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* route: placeholder until written. */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* smtp_client: placeholder until written. */
+#include "config.h"

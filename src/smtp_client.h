@@ -1,0 +1,82 @@
+/*
+ * smtp_client: one outbound SMTP session over an already connected socket, as an
+ * explicit state machine (greeting, EHLO with HELO fallback, MAIL, RCPT..., DATA, body,
+ * QUIT). Uses PIPELINING when offered (RFC 2920: MAIL, all RCPTs and DATA in one
+ * write), sends BODY=8BITMIME / SMTPUTF8 / SIZE= when offered and needed, dot-stuffs the
+ * content read from the spool, and times out every wait. It reports one result: either
+ * the transaction ran to its end (a final reply for every recipient), or the session
+ * failed at a stage, with the reply or network error that ended it.
+ *
+ * Ownership: the client owns the socket and the content fd from smtp_client_start on,
+ * and closes both. The caller owns the client and frees it after (or instead of) the
+ * callback; the envelope and recipient list are borrowed and must outlive the client.
+ */
+#ifndef DR_SMTP_CLIENT_H
+#define DR_SMTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "envelope.h"
+#include "netaddr.h"
+#include "smtp_proto.h"
+
+struct event_base;
+struct smtp_client;
+
+enum smtp_client_stage {
+	SMTP_STAGE_GREETING = 0,
+	SMTP_STAGE_EHLO,
+	SMTP_STAGE_HELO,
+	SMTP_STAGE_MAIL,
+	SMTP_STAGE_RCPT,
+	SMTP_STAGE_DATA,       /* the DATA command */
+	SMTP_STAGE_BODY,       /* content sent, waiting for the final reply */
+	SMTP_STAGE_QUIT,
+};
+
+/* "in reply to RCPT TO command"-style wording for logs, as Postfix writes it. */
+const char *smtp_client_stage_name(enum smtp_client_stage s);
+
+struct smtp_client_rcpt_result {
+	size_t index;            /* recipient index in the envelope */
+	struct smtp_reply reply; /* final reply for this recipient (RCPT rejection or DATA's) */
+	enum smtp_client_stage stage; /* which command the reply answered */
+};
+
+struct smtp_client_result {
+	bool completed;          /* true: rcpts[] all have final replies */
+	/* When !completed: */
+	enum smtp_client_stage stage; /* where the session failed */
+	struct smtp_reply reply; /* the reply that failed it (code 0 when network/timeout) */
+	int error;               /* errno for network failures (ETIMEDOUT on timeouts), else 0 */
+	bool body_sent;          /* the body was (at least partly) sent: acceptance unknown */
+	/* Always: */
+	struct smtp_client_rcpt_result *rcpts; /* one per requested recipient, in order */
+	size_t nrcpts;
+	struct smtp_ehlo_info ehlo; /* what the server offered */
+	char *error_text;        /* one-line description for logs when !completed, owned */
+};
+
+struct smtp_client_params {
+	const char *helo_name;   /* our EHLO argument */
+	const char *peer_name;   /* host name for logs ("mx.example.org") */
+	struct netaddr peer;     /* the address connected to */
+	unsigned reply_timeout_s;/* per reply (greeting, EHLO, MAIL, RCPT, DATA) */
+	unsigned body_timeout_s; /* for the final reply after the body (RFC 5321: 10 min) */
+};
+
+typedef void (*smtp_client_cb)(struct smtp_client *c, const struct smtp_client_result *r,
+    void *arg);
+
+/*
+ * Starts the session on the connected fd. content_fd is positioned at the first byte of
+ * the content (spool_open_content). rcpt_idx lists envelope recipient indices to send.
+ * The result passed to cb stays valid until smtp_client_free.
+ */
+struct smtp_client *smtp_client_start(struct event_base *base, int fd, int content_fd,
+    const struct smtp_client_params *p, const struct envelope *env, const size_t *rcpt_idx,
+    size_t nrcpt, smtp_client_cb cb, void *arg);
+void smtp_client_free(struct smtp_client *c);
+
+#endif

@@ -1,0 +1,2 @@
+/* smtp_proto: placeholder until written. */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* smtp_server: placeholder until written. */
+#include "config.h"

@@ -1,0 +1,36 @@
+/*
+ * smtp_server: the listeners and inbound ESMTP sessions (RFC 5321). Each session is a
+ * state machine over a bufferevent: greeting, EHLO/HELO, MAIL, RCPT, DATA, with
+ * PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES and SMTPUTF8. It enforces command line
+ * length, message size, recipient count, command order and relay access (relay_networks),
+ * decodes DATA strictly (smtp_proto), and writes the message into the spool while it
+ * arrives. The 250 after DATA is sent only after the spool commit; the envelope is then
+ * handed to the queue.
+ */
+#ifndef DR_SMTP_SERVER_H
+#define DR_SMTP_SERVER_H
+
+#include "conf.h"
+#include "envelope.h"
+
+struct event_base;
+struct spool;
+struct smtp_server;
+
+/* A committed message; ownership of e passes to the receiver. */
+typedef void (*smtp_server_message_cb)(struct envelope *e, void *arg);
+
+/* conf is borrowed (replace with smtp_server_set_conf on reload). */
+struct smtp_server *smtp_server_new(struct event_base *base, const struct conf *conf,
+    struct spool *spool, smtp_server_message_cb cb, void *arg);
+/* Binds and listens on every conf listen address; logs and returns -1 on failure. */
+int smtp_server_listen(struct smtp_server *s);
+/* New sessions see the new conf; sessions in progress keep theirs until they end. */
+void smtp_server_set_conf(struct smtp_server *s, const struct conf *conf);
+/* Stops accepting new connections (shutdown); sessions in progress continue. */
+void smtp_server_stop_listening(struct smtp_server *s);
+unsigned smtp_server_session_count(const struct smtp_server *s);
+/* Closes everything and frees. */
+void smtp_server_free(struct smtp_server *s);
+
+#endif

@@ -1,0 +1,2 @@
+/* spool: placeholder until written. */
+#include "config.h"

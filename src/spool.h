@@ -1,0 +1,54 @@
+/*
+ * spool: the queue on disk. Owns the spool directory:
+ *     SPOOL/tmp/      messages being received (removed at start: never acknowledged)
+ *     SPOOL/queue/ID        header + content, written once, immutable
+ *     SPOOL/queue/ID.state  appended state records (envelope.h), fsync'd per update
+ * A message becomes visible in queue/ only by rename(2) after its data and the file were
+ * fsync'd, and the directory is fsync'd before the client gets 250: a crash leaves the
+ * whole message or nothing. Errors are returned (-1 and errno, or NULL); the caller logs.
+ */
+#ifndef DR_SPOOL_H
+#define DR_SPOOL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "envelope.h"
+
+struct spool;
+struct spool_writer;
+
+/* Creates (0700) the directories as needed and removes leftovers in tmp/. NULL + errno. */
+struct spool *spool_open(const char *dir);
+void spool_close(struct spool *s);
+const char *spool_dir(const struct spool *s);
+
+/*
+ * Starts a message: assigns e->id (unique in the spool), creates tmp/ID exclusively and
+ * writes the header. Content follows through spool_writer_write. The envelope stays
+ * owned by the caller. NULL + errno on failure.
+ */
+struct spool_writer *spool_writer_begin(struct spool *s, struct envelope *e);
+int spool_writer_write(struct spool_writer *w, const void *data, size_t len);
+/* fsync, rename into queue/, fsync queue/. Frees w whatever the outcome. 0 or -1 + errno. */
+int spool_writer_commit(struct spool_writer *w, struct envelope *e);
+/* Removes the temporary file and frees w. */
+void spool_writer_abort(struct spool_writer *w);
+
+/* Opens the message content for reading: fd positioned at the first content byte. -1 + errno. */
+int spool_open_content(struct spool *s, const struct envelope *e);
+
+/* Appends (and fsyncs) the state record of recipient i. 0 or -1 + errno. */
+int spool_update_rcpt(struct spool *s, const struct envelope *e, size_t i);
+/* Removes a finished message (state file first, then the message). 0 or -1 + errno. */
+int spool_remove(struct spool *s, const char *id);
+
+/*
+ * Loads every queued message (header + applied state), calling cb with an envelope whose
+ * ownership passes to cb. Unreadable or malformed files are logged and moved to
+ * SPOOL/corrupt/ (never deleted). Returns the number loaded, or -1 + errno.
+ */
+typedef void (*spool_recover_cb)(struct envelope *e, void *arg);
+long spool_recover(struct spool *s, spool_recover_cb cb, void *arg);
+
+#endif
