@@ -1,3 +1,272 @@
-/* dualrelayd: placeholder main. */
+/*
+ * dualrelayd: the daemon's entry point. Parses the command line, loads and checks the
+ * configuration, wires the modules together (spool -> queue <- smtp_server; queue ->
+ * delivery -> dns/race/smtp_client) on one libevent loop, and handles signals: TERM and
+ * INT stop accepting and let sessions finish (bounded), HUP reloads the configuration
+ * (an invalid one is refused and the running one kept).
+ */
 #include "config.h"
-int main(void) { return 0; }
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "conf.h"
+#include "dns.h"
+#include "log.h"
+#include "queue.h"
+#include "smtp_server.h"
+#include "spool.h"
+#include "util.h"
+
+#define SHUTDOWN_GRACE_S 10
+
+struct daemon {
+	const char *conf_path;
+	struct conf *conf;
+	struct event_base *base;
+	struct dns *dns;
+	struct spool *spool;
+	struct queue *queue;
+	struct smtp_server *server;
+	struct event *sig_term, *sig_int, *sig_hup, *shutdown_tick;
+	uint64_t shutdown_deadline;
+};
+
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+	    "usage: dualrelayd [-fnhV] [-c config]\n"
+	    "  -c FILE  configuration file (default " SYSCONFDIR "/dualrelay.conf)\n"
+	    "  -f       stay in the foreground and log to stderr\n"
+	    "  -n       check the configuration and exit (0 when valid, 1 with the errors)\n"
+	    "  -V       print the version and exit\n");
+}
+
+static struct conf *
+load_conf(const char *path, bool report_to_stderr)
+{
+	char *errors = NULL;
+	struct conf *c = conf_load(path, true, &errors);
+	if (c == NULL) {
+		if (report_to_stderr)
+			fputs(errors ? errors : "configuration error\n", stderr);
+		else if (errors) {
+			/* One log line per error. */
+			for (char *line = strtok(errors, "\n"); line; line = strtok(NULL, "\n"))
+				log_error("%s", line);
+		}
+	}
+	free(errors);
+	return c;
+}
+
+static void
+on_shutdown_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	(void)fd;
+	(void)what;
+	unsigned left = smtp_server_session_count(d->server);
+	if (left == 0 || dr_monotonic_ms() >= d->shutdown_deadline) {
+		if (left)
+			log_warn("shutdown: closing %u session%s still in progress", left,
+			    left == 1 ? "" : "s");
+		event_base_loopbreak(d->base);
+	}
+}
+
+static void
+on_terminate(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	(void)what;
+	if (d->shutdown_tick) {
+		log_info("signal %d again: exiting now", (int)sig);
+		event_base_loopbreak(d->base);
+		return;
+	}
+	log_info("signal %d: no new connections, waiting up to %d s for sessions", (int)sig,
+	    SHUTDOWN_GRACE_S);
+	smtp_server_stop_listening(d->server);
+	d->shutdown_deadline = dr_monotonic_ms() + SHUTDOWN_GRACE_S * 1000u;
+	d->shutdown_tick = event_new(d->base, -1, EV_PERSIST, on_shutdown_tick, d);
+	struct timeval tv = { 0, 100000 };
+	event_add(d->shutdown_tick, &tv);
+}
+
+static void
+on_reload(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	(void)sig;
+	(void)what;
+	struct conf *c = load_conf(d->conf_path, false);
+	if (c == NULL) {
+		log_error("reload: %s has errors; keeping the running configuration", d->conf_path);
+		return;
+	}
+	smtp_server_set_conf(d->server, c);
+	queue_set_conf(d->queue, c);
+	conf_free(d->conf);
+	d->conf = c;
+	log_set_level(c->log_level);
+	log_info("reload: configuration %s loaded", d->conf_path);
+}
+
+/* The SMTP server committed a message: the queue takes it over. */
+static void
+on_message(struct envelope *e, void *arg)
+{
+	queue_add(arg, e);
+}
+
+static int
+daemonize(void)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid > 0)
+		_exit(0);
+	if (setsid() < 0)
+		return -1;
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	return chdir("/");
+}
+
+static int
+daemon_start(struct daemon *d, bool foreground)
+{
+	const char *why = NULL;
+	struct conf *c = d->conf;
+
+	log_init("dualrelayd", foreground ? LOG_TARGET_STDERR : c->log_target, c->log_level);
+	if (!foreground && daemonize() < 0) {
+		log_error("cannot go to the background: %s", strerror(errno));
+		return -1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	d->base = event_base_new();
+	if (d->base == NULL) {
+		log_error("cannot create the event loop");
+		return -1;
+	}
+	struct dns_config dc = {
+		.servers = (const char *const *)c->dns.servers,
+		.nservers = c->dns.nservers,
+		.timeout_ms = c->dns.timeout_ms,
+		.tries = c->dns.tries,
+	};
+	d->dns = dns_new(d->base, &dc, &why);
+	if (d->dns == NULL) {
+		log_error("cannot start the DNS resolver: %s", why);
+		return -1;
+	}
+	d->spool = spool_open(c->spool_dir);
+	if (d->spool == NULL) {
+		log_error("cannot open the spool %s: %s", c->spool_dir, strerror(errno));
+		return -1;
+	}
+	d->queue = queue_new(d->base, d->spool, d->dns, c);
+	if (queue_recover(d->queue) < 0)
+		return -1;
+	d->server = smtp_server_new(d->base, c, d->spool, on_message, d->queue);
+	if (smtp_server_listen(d->server) < 0)
+		return -1;
+	d->sig_term = evsignal_new(d->base, SIGTERM, on_terminate, d);
+	d->sig_int = evsignal_new(d->base, SIGINT, on_terminate, d);
+	d->sig_hup = evsignal_new(d->base, SIGHUP, on_reload, d);
+	event_add(d->sig_term, NULL);
+	event_add(d->sig_int, NULL);
+	event_add(d->sig_hup, NULL);
+	log_info("dualrelayd %s started (config %s, spool %s)", PACKAGE_VERSION, d->conf_path,
+	    c->spool_dir);
+	return 0;
+}
+
+static void
+daemon_stop(struct daemon *d)
+{
+	if (d->server)
+		smtp_server_free(d->server);
+	if (d->queue)
+		queue_free(d->queue);
+	if (d->spool)
+		spool_close(d->spool);
+	if (d->dns)
+		dns_free(d->dns);
+	struct event *evs[] = { d->sig_term, d->sig_int, d->sig_hup, d->shutdown_tick };
+	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+		if (evs[i])
+			event_free(evs[i]);
+	if (d->base)
+		event_base_free(d->base);
+	if (d->conf)
+		conf_free(d->conf);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct daemon d = { .conf_path = SYSCONFDIR "/dualrelay.conf" };
+	bool foreground = false, check_only = false;
+	int ch;
+
+	while ((ch = getopt(argc, argv, "c:fnhV")) != -1) {
+		switch (ch) {
+		case 'c':
+			d.conf_path = optarg;
+			break;
+		case 'f':
+			foreground = true;
+			break;
+		case 'n':
+			check_only = true;
+			break;
+		case 'V':
+			printf("dualrelayd %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	d.conf = load_conf(d.conf_path, true);
+	if (d.conf == NULL)
+		return 1;
+	if (check_only) {
+		printf("%s: configuration OK\n", d.conf_path);
+		conf_free(d.conf);
+		return 0;
+	}
+	int rc = 1;
+	if (daemon_start(&d, foreground) == 0) {
+		event_base_dispatch(d.base);
+		log_info("dualrelayd stopped");
+		rc = 0;
+	}
+	daemon_stop(&d);
+	return rc;
+}

@@ -1,2 +1,557 @@
-/* queue: placeholder until written. */
+/*
+ * queue: the scheduler (see queue.h). Every message in memory is a queue_msg; a message
+ * with recipients to try sits in the time heap at its earliest due time. When it comes
+ * due, its due recipients are grouped by domain into jobs; jobs wait in a FIFO until a
+ * delivery slot is free (conf queue.max_active), then run. A job's outcome is written
+ * to the spool and logged recipient by recipient, then the message is rescheduled at its
+ * next due time, or removed when every recipient is final.
+ *
+ * Ownership: the queue owns messages (and their envelopes) and jobs; a job borrows its
+ * message, which is never freed while a job of it exists, and holds a conf reference so
+ * a reload cannot free the conf under a running delivery.
+ */
 #include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+
+#include "delivery.h"
+#include "log.h"
+#include "netaddr.h"
+#include "queue.h"
+#include "spool.h"
+#include "util.h"
+
+#define HEAP_NONE SIZE_MAX
+
+struct queue_msg {
+	TAILQ_ENTRY(queue_msg) all; /* every message, for shutdown */
+	struct envelope *env;    /* owned */
+	double arrival;          /* wall clock, sub-second when received in this run */
+	double due;              /* when to look at it again (valid while in the heap) */
+	size_t heap_pos;         /* HEAP_NONE when not in the heap */
+	bool *busy;              /* per recipient: part of a running or waiting job */
+	unsigned jobs;           /* jobs (waiting or running) of this message */
+};
+
+struct queue_job {
+	TAILQ_ENTRY(queue_job) entry;
+	struct queue *q;
+	struct queue_msg *msg;   /* borrowed; kept alive by msg->jobs */
+	char *domain;            /* owned */
+	size_t *rcpts;           /* owned */
+	size_t nrcpts;
+	struct conf *conf;       /* referenced */
+	struct delivery *delivery; /* NULL while waiting */
+};
+TAILQ_HEAD(queue_job_list, queue_job);
+TAILQ_HEAD(queue_msg_list, queue_msg);
+
+struct queue {
+	struct event_base *base;
+	struct spool *spool;
+	struct dns *dns;
+	struct conf *conf;       /* referenced */
+	struct queue_msg **heap; /* min-heap on due */
+	size_t nheap, heap_cap;
+	size_t nmsgs;
+	struct queue_msg_list msgs;
+	struct queue_job_list waiting;
+	struct queue_job_list running;
+	size_t nrunning;
+	struct event *wake_ev;   /* fires at the heap top's due time */
+	struct queue_stats stats;
+};
+
+static void queue_arm(struct queue *q);
+static void queue_pump(struct queue *q);
+
+unsigned
+queue_backoff_s(unsigned attempts, unsigned min_s, unsigned max_s, uint32_t rnd)
+{
+	if (min_s == 0)
+		min_s = 1;
+	if (max_s < min_s)
+		max_s = min_s;
+	double t = min_s;
+	for (unsigned i = 1; i < attempts && t < max_s; i++)
+		t *= 2;
+	if (t > max_s)
+		t = max_s;
+	/* jitter in [-10%, +10%] */
+	double j = ((double)rnd / 4294967295.0) * 0.2 - 0.1;
+	t += t * j;
+	return t < 1 ? 1 : (unsigned)lround(t);
+}
+
+/* ---- The heap ---- */
+
+static void
+heap_swap(struct queue *q, size_t a, size_t b)
+{
+	struct queue_msg *t = q->heap[a];
+	q->heap[a] = q->heap[b];
+	q->heap[b] = t;
+	q->heap[a]->heap_pos = a;
+	q->heap[b]->heap_pos = b;
+}
+
+static void
+heap_up(struct queue *q, size_t i)
+{
+	while (i > 0) {
+		size_t p = (i - 1) / 2;
+		if (q->heap[p]->due <= q->heap[i]->due)
+			break;
+		heap_swap(q, p, i);
+		i = p;
+	}
+}
+
+static void
+heap_down(struct queue *q, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < q->nheap && q->heap[l]->due < q->heap[m]->due)
+			m = l;
+		if (r < q->nheap && q->heap[r]->due < q->heap[m]->due)
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(q, i, m);
+		i = m;
+	}
+}
+
+static void
+heap_remove(struct queue *q, struct queue_msg *m)
+{
+	size_t i = m->heap_pos;
+	if (i == HEAP_NONE)
+		return;
+	m->heap_pos = HEAP_NONE;
+	q->nheap--;
+	if (i == q->nheap)
+		return;
+	q->heap[i] = q->heap[q->nheap];
+	q->heap[i]->heap_pos = i;
+	heap_up(q, i);
+	heap_down(q, q->heap[i]->heap_pos);
+}
+
+static void
+heap_set(struct queue *q, struct queue_msg *m, double due)
+{
+	heap_remove(q, m);
+	m->due = due;
+	q->heap = xgrow(q->heap, sizeof(*q->heap), q->nheap + 1, &q->heap_cap);
+	m->heap_pos = q->nheap;
+	q->heap[q->nheap++] = m;
+	heap_up(q, m->heap_pos);
+}
+
+/* ---- Messages ---- */
+
+static bool
+rcpt_open(const struct envelope_rcpt *r)
+{
+	return r->state == RCPT_PENDING || r->state == RCPT_DEFERRED;
+}
+
+/* Earliest time any idle, unfinished recipient is due; 0 when none. */
+static double
+msg_next_due(const struct queue_msg *m)
+{
+	double due = 0;
+	for (size_t i = 0; i < m->env->nrcpts; i++) {
+		const struct envelope_rcpt *r = &m->env->rcpts[i];
+		if (!rcpt_open(r) || m->busy[i])
+			continue;
+		double t = r->state == RCPT_PENDING ? 1 : (double)r->next_attempt;
+		if (due == 0 || t < due)
+			due = t;
+	}
+	return due;
+}
+
+static void
+msg_free(struct queue_msg *m)
+{
+	envelope_free(m->env);
+	free(m->busy);
+	free(m);
+}
+
+static void
+msg_forget(struct queue *q, struct queue_msg *m)
+{
+	heap_remove(q, m);
+	TAILQ_REMOVE(&q->msgs, m, all);
+	q->nmsgs--;
+	msg_free(m);
+}
+
+/* After any change: remove a finished message, or put it back in the heap. */
+static void
+msg_settle(struct queue *q, struct queue_msg *m)
+{
+	if (m->jobs > 0) {
+		heap_remove(q, m);
+		double due = msg_next_due(m);
+		if (due > 0)
+			heap_set(q, m, due);
+		return;
+	}
+	if (envelope_done(m->env)) {
+		if (spool_remove(q->spool, m->env->id) < 0)
+			log_error("%s: cannot remove queue file: %s", m->env->id, strerror(errno));
+		else
+			log_info("%s: removed", m->env->id);
+		msg_forget(q, m);
+		return;
+	}
+	double due = msg_next_due(m);
+	if (due > 0)
+		heap_set(q, m, due);
+	else
+		heap_remove(q, m);
+}
+
+static struct queue_msg *
+msg_new(struct queue *q, struct envelope *e, double arrival)
+{
+	struct queue_msg *m = xcalloc(1, sizeof(*m));
+	m->env = e;
+	m->arrival = arrival;
+	m->heap_pos = HEAP_NONE;
+	m->busy = xcalloc(e->nrcpts ? e->nrcpts : 1, sizeof(bool));
+	TAILQ_INSERT_TAIL(&q->msgs, m, all);
+	q->nmsgs++;
+	return m;
+}
+
+/* ---- Outcomes ---- */
+
+static void
+log_outcome(const struct queue_msg *m, const struct envelope_rcpt *r, const char *relay,
+    int family, const char *status)
+{
+	log_info("%s: to=<%s>, relay=%s, family=%s, delay=%.2f, dsn=%s, status=%s (%s)",
+	    m->env->id, r->addr, relay,
+	    family == AF_INET || family == AF_INET6 ? netaddr_family_name(family) : "none",
+	    dr_now() - m->arrival, r->dsn[0] ? r->dsn : "4.0.0", status,
+	    r->reason ? r->reason : "");
+}
+
+static void
+record(struct queue *q, struct queue_msg *m, size_t i)
+{
+	if (spool_update_rcpt(q->spool, m->env, i) < 0)
+		/* The outcome stays in memory; after a crash the recipient would be tried
+		 * again (at least once, never lost). */
+		log_error("%s: cannot record state of <%s>: %s", m->env->id, m->env->rcpts[i].addr,
+		    strerror(errno));
+}
+
+static void
+apply_result(struct queue *q, struct queue_msg *m, const struct delivery_result *res)
+{
+	struct envelope_rcpt *r = &m->env->rcpts[res->index];
+	const struct conf *c = q->conf;
+	time_t now = time(NULL);
+	const char *status;
+
+	r->attempts++;
+	dr_strlcpy(r->dsn, res->dsn, sizeof(r->dsn));
+	free(r->reason);
+	r->reason = xstrdup(res->reason ? res->reason : "");
+	r->state = res->state;
+	switch (res->state) {
+	case RCPT_DELIVERED:
+		status = "sent";
+		q->stats.delivered++;
+		break;
+	case RCPT_BOUNCED:
+		status = "bounced";
+		q->stats.bounced++;
+		break;
+	default:
+		if (now - m->env->arrival >= (time_t)c->queue.max_lifetime_s) {
+			/* Postfix's maximal_queue_lifetime: the last temporary error becomes final. */
+			char *why = xasprintf("message expired after %u s in the queue; last error: %s",
+			    c->queue.max_lifetime_s, r->reason);
+			free(r->reason);
+			r->reason = why;
+			r->state = RCPT_BOUNCED;
+			r->dsn[0] = '5';
+			status = "expired";
+			q->stats.bounced++;
+			break;
+		}
+		r->state = RCPT_DEFERRED;
+		r->next_attempt = now + queue_backoff_s(r->attempts, c->queue.retry_min_s,
+		    c->queue.retry_max_s, dr_random(UINT32_MAX));
+		status = "deferred";
+		q->stats.deferred++;
+		break;
+	}
+	record(q, m, res->index);
+	log_outcome(m, r, res->relay, res->family, status);
+}
+
+/* ---- Jobs ---- */
+
+static void
+job_free(struct queue_job *j)
+{
+	conf_free(j->conf);
+	free(j->domain);
+	free(j->rcpts);
+	free(j);
+}
+
+static void
+on_delivered(struct delivery *d, const struct delivery_result *results, size_t n, void *arg)
+{
+	struct queue_job *j = arg;
+	struct queue *q = j->q;
+	struct queue_msg *m = j->msg;
+
+	for (size_t i = 0; i < n; i++)
+		apply_result(q, m, &results[i]);
+	for (size_t i = 0; i < j->nrcpts; i++)
+		m->busy[j->rcpts[i]] = false;
+	delivery_free(d);
+	TAILQ_REMOVE(&q->running, j, entry);
+	q->nrunning--;
+	m->jobs--;
+	job_free(j);
+	msg_settle(q, m);
+	queue_pump(q);
+	queue_arm(q);
+}
+
+static void
+job_start(struct queue *q, struct queue_job *j)
+{
+	struct delivery_env denv = { q->base, q->dns, q->spool };
+	TAILQ_INSERT_TAIL(&q->running, j, entry);
+	q->nrunning++;
+	j->delivery = delivery_start(&denv, j->conf, j->msg->env, j->domain, j->rcpts, j->nrcpts,
+	    on_delivered, j);
+}
+
+static void
+queue_pump(struct queue *q)
+{
+	unsigned max = q->conf->queue.max_active ? q->conf->queue.max_active : 1;
+	struct queue_job *j;
+	while (q->nrunning < max && (j = TAILQ_FIRST(&q->waiting)) != NULL) {
+		TAILQ_REMOVE(&q->waiting, j, entry);
+		job_start(q, j);
+	}
+}
+
+/* Expire recipients that have waited too long without a delivery attempt ending. */
+static void
+expire_if_old(struct queue *q, struct queue_msg *m, size_t i)
+{
+	struct envelope_rcpt *r = &m->env->rcpts[i];
+	if (r->state != RCPT_DEFERRED ||
+	    time(NULL) - m->env->arrival < (time_t)q->conf->queue.max_lifetime_s)
+		return;
+	char *why = xasprintf("message expired after %u s in the queue; last error: %s",
+	    q->conf->queue.max_lifetime_s, r->reason ? r->reason : "none");
+	free(r->reason);
+	r->reason = why;
+	r->state = RCPT_BOUNCED;
+	r->dsn[0] = '5';
+	if (r->dsn[1] == '\0')
+		dr_strlcpy(r->dsn, "5.4.7", sizeof(r->dsn));
+	q->stats.bounced++;
+	record(q, m, i);
+	log_outcome(m, r, "none", AF_UNSPEC, "expired");
+}
+
+static const char *
+rcpt_domain_lc(const struct envelope_rcpt *r, char *buf, size_t size)
+{
+	dr_strlcpy(buf, smtp_mailbox_domain(r->addr), size);
+	return dr_strlower(buf);
+}
+
+/* Turns a due message's due recipients into jobs, one per domain. */
+static void
+msg_dispatch(struct queue *q, struct queue_msg *m, double now)
+{
+	struct envelope *e = m->env;
+	char dom[SMTP_DOMAIN_MAX + 1], other[SMTP_DOMAIN_MAX + 1];
+
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		struct envelope_rcpt *r = &e->rcpts[i];
+		if (!rcpt_open(r) || m->busy[i])
+			continue;
+		if (r->state == RCPT_DEFERRED && (double)r->next_attempt > now)
+			continue;
+		expire_if_old(q, m, i);
+		if (!rcpt_open(r))
+			continue;
+		struct queue_job *j = xcalloc(1, sizeof(*j));
+		size_t cap = 0;
+		j->q = q;
+		j->msg = m;
+		j->domain = xstrdup(rcpt_domain_lc(r, dom, sizeof(dom)));
+		j->conf = conf_ref(q->conf);
+		/* Gather this domain's other due recipients into the same transaction. */
+		for (size_t k = i; k < e->nrcpts; k++) {
+			struct envelope_rcpt *rk = &e->rcpts[k];
+			if (!rcpt_open(rk) || m->busy[k])
+				continue;
+			if (rk->state == RCPT_DEFERRED && (double)rk->next_attempt > now)
+				continue;
+			if (strcmp(rcpt_domain_lc(rk, other, sizeof(other)), j->domain) != 0)
+				continue;
+			j->rcpts = xgrow(j->rcpts, sizeof(size_t), j->nrcpts + 1, &cap);
+			j->rcpts[j->nrcpts++] = k;
+			m->busy[k] = true;
+		}
+		m->jobs++;
+		TAILQ_INSERT_TAIL(&q->waiting, j, entry);
+	}
+	msg_settle(q, m);
+}
+
+static void
+on_wake(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	double now = dr_now();
+	(void)fd;
+	(void)what;
+
+	while (q->nheap > 0 && q->heap[0]->due <= now) {
+		struct queue_msg *m = q->heap[0];
+		heap_remove(q, m);
+		msg_dispatch(q, m, now);
+	}
+	queue_pump(q);
+	queue_arm(q);
+}
+
+static void
+queue_arm(struct queue *q)
+{
+	if (q->nheap == 0) {
+		event_del(q->wake_ev);
+		return;
+	}
+	double delta = q->heap[0]->due - dr_now();
+	if (delta < 0)
+		delta = 0;
+	struct timeval tv = { (time_t)delta, (suseconds_t)((delta - (double)(time_t)delta) * 1e6) };
+	event_add(q->wake_ev, &tv);
+}
+
+/* ---- Public ---- */
+
+struct queue *
+queue_new(struct event_base *base, struct spool *spool, struct dns *dns, struct conf *conf)
+{
+	struct queue *q = xcalloc(1, sizeof(*q));
+	q->base = base;
+	q->spool = spool;
+	q->dns = dns;
+	q->conf = conf_ref(conf);
+	TAILQ_INIT(&q->msgs);
+	TAILQ_INIT(&q->waiting);
+	TAILQ_INIT(&q->running);
+	q->wake_ev = event_new(base, -1, 0, on_wake, q);
+	return q;
+}
+
+void
+queue_set_conf(struct queue *q, struct conf *conf)
+{
+	struct conf *old = q->conf;
+	q->conf = conf_ref(conf);
+	conf_free(old);
+	queue_pump(q);
+}
+
+static void
+queue_insert(struct queue *q, struct envelope *e, double arrival)
+{
+	struct queue_msg *m = msg_new(q, e, arrival);
+	if (envelope_done(e)) {
+		msg_settle(q, m); /* crashed between the last record and the removal */
+		return;
+	}
+	msg_settle(q, m);
+	queue_arm(q);
+}
+
+void
+queue_add(struct queue *q, struct envelope *e)
+{
+	q->stats.received++;
+	queue_insert(q, e, dr_now());
+}
+
+static void
+on_recovered(struct envelope *e, void *arg)
+{
+	queue_insert(arg, e, (double)e->arrival);
+}
+
+long
+queue_recover(struct queue *q)
+{
+	long n = spool_recover(q->spool, on_recovered, q);
+	if (n < 0)
+		log_error("cannot read the queue in %s: %s", spool_dir(q->spool), strerror(errno));
+	else
+		log_info("queue: %ld message%s recovered from %s", n, n == 1 ? "" : "s",
+		    spool_dir(q->spool));
+	return n;
+}
+
+void
+queue_get_stats(const struct queue *q, struct queue_stats *out)
+{
+	*out = q->stats;
+	out->messages = q->nmsgs;
+	out->active = q->nrunning;
+}
+
+void
+queue_free(struct queue *q)
+{
+	struct queue_job *j;
+	if (q == NULL)
+		return;
+	while ((j = TAILQ_FIRST(&q->running)) != NULL) {
+		TAILQ_REMOVE(&q->running, j, entry);
+		delivery_free(j->delivery);
+		job_free(j);
+	}
+	while ((j = TAILQ_FIRST(&q->waiting)) != NULL) {
+		TAILQ_REMOVE(&q->waiting, j, entry);
+		job_free(j);
+	}
+	struct queue_msg *m;
+	while ((m = TAILQ_FIRST(&q->msgs)) != NULL) {
+		TAILQ_REMOVE(&q->msgs, m, all);
+		msg_free(m);
+	}
+	free(q->heap);
+	event_free(q->wake_ev);
+	conf_free(q->conf);
+	free(q);
+}

@@ -1,0 +1,52 @@
+/*
+ * delivery: one attempt to deliver one message to the recipients of one domain. It
+ * routes the domain to a transport, resolves the next hop (MX of the domain, or the
+ * transport's smarthost), orders the addresses, races connections to them (race.c),
+ * runs the SMTP transaction (smtp_client.c), and moves on to the next address when a
+ * session fails before the recipients got their final answers. It reports one outcome
+ * per recipient; it neither logs outcomes nor writes the spool: the queue does both,
+ * in one place.
+ *
+ * Ownership: the caller owns the delivery (delivery_free, allowed inside the callback,
+ * cancels whatever is still running). The envelope, recipient list and conf are
+ * borrowed and must outlive the delivery; results are valid during the callback.
+ */
+#ifndef DR_DELIVERY_H
+#define DR_DELIVERY_H
+
+#include <stddef.h>
+
+#include "conf.h"
+#include "envelope.h"
+
+struct event_base;
+struct dns;
+struct spool;
+struct delivery;
+
+#define DELIVERY_RELAY_MAX 320
+
+struct delivery_result {
+	size_t index;            /* recipient index in the envelope */
+	enum rcpt_state state;   /* RCPT_DELIVERED, RCPT_DEFERRED or RCPT_BOUNCED */
+	char dsn[16];            /* "2.0.0", "4.4.1", "5.1.1" ... */
+	char *reason;            /* owned by the delivery: what happened, with the remote reply */
+	char relay[DELIVERY_RELAY_MAX]; /* "mx.example.org[192.0.2.25]:25", or "none" */
+	int family;              /* AF_INET, AF_INET6, or AF_UNSPEC when nothing connected */
+};
+
+struct delivery_env {
+	struct event_base *base;
+	struct dns *dns;
+	struct spool *spool;
+};
+
+typedef void (*delivery_cb)(struct delivery *d, const struct delivery_result *results,
+    size_t n, void *arg);
+
+struct delivery *delivery_start(const struct delivery_env *denv, const struct conf *conf,
+    const struct envelope *env, const char *domain, const size_t *rcpt_idx, size_t nrcpt,
+    delivery_cb cb, void *arg);
+void delivery_free(struct delivery *d);
+
+#endif
