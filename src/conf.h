@@ -35,13 +35,14 @@ struct conf_transport {
 	char *helo;              /* EHLO name; NULL = global hostname */
 	char *helo4, *helo6;     /* per-family EHLO names; NULL = helo */
 	/*
-	 * Smarthost: relay_host is a host name or an address literal. relay_no_mx is set
-	 * when the name was given in brackets ("[host]"): look up A/AAAA, skip MX.
+	 * Smarthost: relay_host is a host name or an address literal (without brackets).
+	 * relay_no_mx is set when the name was given in brackets ("[host]") or is an
+	 * address literal: look up A/AAAA (or use the literal), skip MX.
 	 */
 	char *relay_host;        /* NULL: deliver to the recipient domain's MX */
 	bool relay_no_mx;
-	uint16_t port;           /* destination port (default 25) */
-	unsigned attempt_delay_ms;  /* RFC 8305 connection attempt delay (default 250) */
+	uint16_t port;           /* destination port (default 25; "relay = h:PORT" sets it) */
+	unsigned attempt_delay_ms;  /* RFC 8305 connection attempt delay (default 250, 10..2000) */
 	unsigned connect_timeout_s; /* per connection attempt (default 30) */
 	bool family_fallback;    /* SMTP-level retry over the other family (default true) */
 	int line;                /* where it was defined, for diagnostics */
@@ -57,8 +58,9 @@ struct conf {
 	unsigned refs;           /* conf_ref/conf_free */
 	char *path;              /* the file this was loaded from */
 	char *hostname;          /* EHLO name and Received: by; default: gethostname() */
-	char *spool_dir;         /* absolute (resolved against the config file's directory) */
-	struct conf_listen *listen;
+	char *spool_dir;         /* absolute (resolved against the config file's directory);
+	                            default /var/spool/dualrelay */
+	struct conf_listen *listen; /* default 127.0.0.1:2525 and [::1]:2525; port default 25 */
 	size_t nlisten;
 	struct netaddr_prefix *relay_networks; /* default: 127.0.0.0/8 and ::1/128 */
 	size_t nrelay_networks;
@@ -79,6 +81,7 @@ struct conf {
 		unsigned retry_max_s;    /* default 4000 */
 		unsigned max_lifetime_s; /* default 432000 (5 days) */
 		unsigned delay_warning_s;/* default 0 (off) */
+		unsigned max_active;     /* outbound deliveries at once (global bound); default 100 */
 	} queue;
 
 	struct {
@@ -93,17 +96,25 @@ struct conf {
 	size_t nroutes;
 	char **family_fallback_patterns;   /* extra patterns (case-insensitive substrings) */
 	size_t nfamily_fallback_patterns;
-	enum conf_family prefer_family;    /* global default for transports' "any" ordering */
+	/*
+	 * Ordering used by transports whose family is "any": CONF_FAMILY_ANY (default,
+	 * IPv6 first as RFC 6724), CONF_FAMILY_PREFER_IPV4 or CONF_FAMILY_PREFER_IPV6.
+	 * The file says prefer_family = "any" | "ipv4" | "ipv6" (or "prefer-ipv4"/"-ipv6").
+	 */
+	enum conf_family prefer_family;
 };
 
 /*
- * Loads and validates path. On success returns a conf (free with conf_free). On
- * failure returns NULL and appends one "FILE:LINE: message\n" per error to *errors
- * (caller frees). check_host enables checks that look at this host (source addresses
- * configured here); unit tests pass false.
+ * Loads and validates path (@include files resolve against its directory). On success
+ * returns a conf (free with conf_free) and leaves *errors alone. On failure returns
+ * NULL and appends one "FILE:LINE: message\n" per error to *errors (NULL or a malloc'd
+ * string; caller frees; errors may be NULL to discard). A file that cannot be opened
+ * gives one "FILE: cannot read: REASON\n" line. check_host enables checks that look
+ * at this host (source addresses configured here); unit tests pass false.
  */
 struct conf *conf_load(const char *path, bool check_host, char **errors);
-/* The same from a string, for tests; relative paths resolve against base_dir. */
+/* The same from a string, for tests; name is FILE in messages; relative paths and
+ * @include resolve against base_dir. */
 struct conf *conf_load_string(const char *text, const char *name, const char *base_dir,
     bool check_host, char **errors);
 /* Reference counting: conf_load returns one reference; conf_free drops one and frees at zero. */

@@ -49,7 +49,8 @@ void netaddr_from_sockaddr(struct netaddr *a, const struct sockaddr *sa, socklen
 int netaddr_parse(struct netaddr *a, const char *text, uint16_t port);
 /*
  * Parses "ADDR", "ADDR:PORT", "[V6ADDR]", "[V6ADDR]:PORT" (a bare IPv6 address without
- * brackets is taken whole, with default_port). Returns 0 or -1.
+ * brackets is taken whole, with default_port). A port given in the text must be
+ * 1..65535; brackets must hold an IPv6 address. Returns 0 or -1.
  */
 int netaddr_parse_hostport(struct netaddr *a, const char *text, uint16_t default_port);
 
@@ -60,11 +61,15 @@ char *netaddr_format_hostport(const struct netaddr *a, char *buf, size_t size);
 /* "ipv4" or "ipv6" (for log lines: family=...). */
 const char *netaddr_family_name(int family);
 
-bool netaddr_equal(const struct netaddr *a, const struct netaddr *b); /* address only */
+/* Address only (ports ignored); an IPv4-mapped IPv6 address equals its IPv4 address. */
+bool netaddr_equal(const struct netaddr *a, const struct netaddr *b);
 /* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) becomes plain IPv4; others unchanged. */
 void netaddr_unmap_v4(struct netaddr *a);
 
-/* "192.0.2.0/24", "2001:db8::/32", or a bare address (full-length prefix). 0 or -1. */
+/*
+ * "192.0.2.0/24", "2001:db8::/32", or a bare address (full-length prefix). 0 or -1.
+ * Host bits are cleared ("192.0.2.1/24" is 192.0.2.0/24, as Postfix reads mynetworks).
+ */
 int netaddr_prefix_parse(struct netaddr_prefix *p, const char *text);
 /* Matches families strictly, except that an IPv4-mapped IPv6 address matches IPv4 prefixes. */
 bool netaddr_prefix_match(const struct netaddr_prefix *p, const struct netaddr *a);
@@ -72,7 +77,11 @@ bool netaddr_prefix_match(const struct netaddr_prefix *p, const struct netaddr *
 enum netaddr_class netaddr_classify(const struct netaddr *a);
 const char *netaddr_class_name(enum netaddr_class c); /* "link-local address", ... */
 
-/* True when the address is configured on an interface of this host (getifaddrs). */
+/*
+ * True when the address is configured on an interface of this host. Asks the kernel
+ * (getifaddrs) on every call, so it never goes stale; callers use it at configuration
+ * check and once per delivery candidate, not in a hot loop.
+ */
 bool netaddr_is_local(const struct netaddr *a);
 
 #endif
