@@ -1,17 +1,18 @@
 /*
  * delivery: one message, one domain, one attempt (see delivery.h). The steps are
  *
- *   RESOLVE_MX    MX of the domain (or of an unbracketed smarthost); no MX means the
- *                 name itself (RFC 5321 5.1 implicit MX), a null MX (RFC 7505) or
- *                 NXDOMAIN fails permanently, a server failure defers.
- *   RESOLVE_HOSTS A and AAAA of every MX host at once, only for the families the
- *                 transport allows.
- *   CONNECT       the ordered candidate list (mx.c) raced per RFC 8305 (race.c).
- *   SESSION       one SMTP transaction (smtp_client.c). A session that fails before the
- *                 recipients got final answers (greeting, EHLO, a temporary MAIL error,
- *                 a lost connection) sends us back to CONNECT for the next candidate,
- *                 as Postfix moves to the next MX address; a permanent error on MAIL
- *                 ends the attempt for every recipient.
+ *   RESOLVE   nexthop.c: the ordered candidate addresses, or a DNS verdict (null MX and
+ *             NXDOMAIN bounce, server failures defer).
+ *   CONNECT   the candidates raced per RFC 8305 (race.c).
+ *   SESSION   one SMTP transaction (smtp_client.c). A session that fails before the
+ *             recipients got final answers (greeting, EHLO, a temporary MAIL error, a
+ *             lost connection) sends us back to CONNECT for the next candidate, as
+ *             Postfix moves on to the next MX address; a permanent error on MAIL ends
+ *             the attempt for every recipient.
+ *   FALLBACK  when the receiver rejected us for our address family (at greeting,
+ *             EHLO, MAIL, RCPT or after the body), a new race over the other family's
+ *             candidates carries the rejected recipients and the whole message again.
+ *             One fallback per delivery; both sessions are logged.
  *
  * Completion is always reported from a zero-delay event, so the owner may free the
  * delivery inside its callback and no module is freed under its own callback.
@@ -22,14 +23,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "delivery.h"
-#include "dns.h"
+#include "fallback.h"
+#include "health.h"
 #include "log.h"
-#include "mx.h"
+#include "nexthop.h"
 #include "race.h"
 #include "route.h"
 #include "smtp_client.h"
@@ -37,8 +40,7 @@
 #include "util.h"
 
 enum delivery_state {
-	DELIVERY_RESOLVE_MX,
-	DELIVERY_RESOLVE_HOSTS,
+	DELIVERY_RESOLVE,
 	DELIVERY_CONNECT,
 	DELIVERY_SESSION,
 	DELIVERY_DONE,
@@ -48,18 +50,8 @@ enum delivery_state {
 enum delivery_step {
 	STEP_NONE,
 	STEP_NEXT_CANDIDATE,  /* free the failed session, race on */
+	STEP_FALLBACK,        /* free the session, race over the other family */
 	STEP_REPORT,          /* results are final: free the session, report */
-};
-
-struct host_lookup {
-	struct delivery *d;      /* back pointer for the DNS callbacks */
-	char *name;              /* owned */
-	unsigned preference;
-	struct dns_query *q[2];  /* [0] A, [1] AAAA; NULL when not asked or answered */
-	struct netaddr *addrs[2];/* owned copies of the answers */
-	size_t naddrs[2];
-	enum dns_status status[2];
-	bool asked[2];
 };
 
 struct delivery {
@@ -74,16 +66,21 @@ struct delivery {
 	void *arg;
 	enum delivery_state state;
 
-	struct dns_query *mx_query;
-	struct host_lookup *hosts;
-	size_t nhosts;
-	size_t lookups_pending;
-
-	struct mx_plan plan;
-	struct race_target *targets;  /* parallel to plan.cand */
-	struct race *race;
+	struct nexthop *nexthop; /* owned; its plan backs the targets' host names */
+	struct race_target *targets; /* all candidates, owned */
+	size_t ntargets;
+	bool *target_failed;     /* per target: connect failed in this delivery */
+	struct race *race;       /* the running race (first or fallback) */
+	size_t *race_map;        /* race index -> target index */
 	struct smtp_client *client;
-	size_t current;               /* candidate index of the running session */
+	size_t current;          /* target index of the running session */
+
+	size_t *session;         /* positions (into rcpts/results) of this session's rcpts */
+	size_t nsession;
+	size_t session_rcpt_idx_cap;
+	size_t *session_idx;     /* envelope indices for smtp_client, parallel to session */
+	bool fell_back;          /* the fallback session has been started */
+	int fallback_family;
 
 	/* The most recent failure, used when every candidate fails. */
 	char *last_error;
@@ -91,29 +88,12 @@ struct delivery {
 	char last_relay[DELIVERY_RELAY_MAX];
 	int last_family;
 
-	struct delivery_result *results; /* one per rcpt once final */
+	struct delivery_result *results; /* one per rcpt (position), final at report */
 	enum delivery_step step;
 	struct event *step_ev;
 };
 
-static void delivery_resolve_hosts(struct delivery *d, struct dns_mx *mx, size_t nmx);
-static void delivery_connect(struct delivery *d);
-
-static int
-family_slot(int family)
-{
-	return family == AF_INET6 ? 1 : 0;
-}
-
-static bool
-transport_allows(const struct conf_transport *t, int family)
-{
-	if (t->family == CONF_FAMILY_IPV4)
-		return family == AF_INET;
-	if (t->family == CONF_FAMILY_IPV6)
-		return family == AF_INET6;
-	return true;
-}
+static void start_race(struct delivery *d, int only_family);
 
 static void
 set_last_error(struct delivery *d, const char *dsn, const char *relay, int family,
@@ -126,20 +106,28 @@ set_last_error(struct delivery *d, const char *dsn, const char *relay, int famil
 	d->last_family = family;
 }
 
-/* Every recipient gets the same outcome (DNS failure, no route, all hosts failed). */
 static void
-fail_all(struct delivery *d, enum rcpt_state state, const char *dsn, const char *relay,
+set_result(struct delivery_result *r, size_t index, enum rcpt_state state, const char *dsn,
+    const char *relay, int family, char *reason /* owned, taken */)
+{
+	free(r->reason);
+	r->index = index;
+	r->state = state;
+	dr_strlcpy(r->dsn, dsn, sizeof(r->dsn));
+	r->reason = reason;
+	dr_strlcpy(r->relay, relay ? relay : "none", sizeof(r->relay));
+	r->family = family;
+}
+
+/* Every recipient of the current session gets the same outcome. */
+static void
+fail_session(struct delivery *d, enum rcpt_state state, const char *dsn, const char *relay,
     int family, const char *reason)
 {
-	for (size_t i = 0; i < d->nrcpts; i++) {
-		struct delivery_result *r = &d->results[i];
-		free(r->reason);
-		r->index = d->rcpts[i];
-		r->state = state;
-		dr_strlcpy(r->dsn, dsn, sizeof(r->dsn));
-		r->reason = xstrdup(reason);
-		dr_strlcpy(r->relay, relay ? relay : "none", sizeof(r->relay));
-		r->family = family;
+	for (size_t i = 0; i < d->nsession; i++) {
+		size_t pos = d->session[i];
+		set_result(&d->results[pos], d->rcpts[pos], state, dsn, relay, family,
+		    xstrdup(reason));
 	}
 }
 
@@ -158,193 +146,6 @@ finish(struct delivery *d)
 }
 
 static void
-defer_with_last_error(struct delivery *d)
-{
-	if (d->last_error == NULL)
-		set_last_error(d, "4.4.1", NULL, AF_UNSPEC,
-		    xasprintf("no usable address for %s", d->domain));
-	fail_all(d, d->last_dsn[0] == '5' ? RCPT_BOUNCED : RCPT_DEFERRED, d->last_dsn,
-	    d->last_relay, d->last_family, d->last_error);
-	finish(d);
-}
-
-/* ---- Step 1: MX ---- */
-
-static void
-on_mx(const struct dns_mx_result *r, void *arg)
-{
-	struct delivery *d = arg;
-	const char *name = d->transport->relay_host ? d->transport->relay_host : d->domain;
-
-	d->mx_query = NULL;
-	switch (r->status) {
-	case DNS_OK:
-		if (mx_is_null(r->mx, r->nmx)) {
-			char *why = xasprintf("Domain %s does not accept mail (nullMX)", name);
-			fail_all(d, RCPT_BOUNCED, "5.1.10", NULL, AF_UNSPEC, why);
-			free(why);
-			finish(d);
-			return;
-		}
-		struct dns_mx *mx = xcalloc(r->nmx, sizeof(*mx));
-		size_t n = 0;
-		for (size_t i = 0; i < r->nmx; i++) {
-			if (r->mx[i].host[0] == '\0')
-				continue; /* a null MX mixed with real ones: ignore it */
-			mx[n].host = r->mx[i].host;
-			mx[n].preference = r->mx[i].preference;
-			n++;
-		}
-		mx_sort(mx, n);
-		delivery_resolve_hosts(d, mx, n);
-		free(mx);
-		return;
-	case DNS_NODATA: {
-		/* RFC 5321 5.1: no MX records, the domain itself is the implicit MX. */
-		struct dns_mx implicit = { (char *)name, 0 };
-		delivery_resolve_hosts(d, &implicit, 1);
-		return;
-	}
-	case DNS_NXDOMAIN:
-	case DNS_BADNAME: {
-		char *why = xasprintf("Host or domain name not found. Name service error for "
-		    "name=%s type=MX: Host not found", name);
-		fail_all(d, RCPT_BOUNCED, "5.1.2", NULL, AF_UNSPEC, why);
-		free(why);
-		finish(d);
-		return;
-	}
-	case DNS_TEMPFAIL:
-	default: {
-		char *why = xasprintf("Host or domain name not found. Name service error for "
-		    "name=%s type=MX: Host not found, try again (%s)", name,
-		    r->error ? r->error : "temporary failure");
-		fail_all(d, RCPT_DEFERRED, "4.4.3", NULL, AF_UNSPEC, why);
-		free(why);
-		finish(d);
-		return;
-	}
-	}
-}
-
-/* ---- Step 2: A and AAAA of every MX host ---- */
-
-static void
-host_answered(struct host_lookup *h, int slot, const struct dns_addr_result *r)
-{
-	h->q[slot] = NULL;
-	h->status[slot] = r->status;
-	if (r->status == DNS_OK && r->naddrs > 0) {
-		h->addrs[slot] = xcalloc(r->naddrs, sizeof(struct netaddr));
-		memcpy(h->addrs[slot], r->addrs, r->naddrs * sizeof(struct netaddr));
-		h->naddrs[slot] = r->naddrs;
-	}
-}
-
-static void build_plan(struct delivery *d);
-
-static void
-on_host_addr(const struct dns_addr_result *r, void *arg)
-{
-	struct host_lookup *h = arg;
-	struct delivery *d = h->d;
-
-	host_answered(h, family_slot(r->family), r);
-	if (--d->lookups_pending == 0)
-		build_plan(d);
-}
-
-static void
-delivery_resolve_hosts(struct delivery *d, struct dns_mx *mx, size_t nmx)
-{
-	static const int families[2] = { AF_INET, AF_INET6 };
-
-	d->state = DELIVERY_RESOLVE_HOSTS;
-	d->hosts = xcalloc(nmx ? nmx : 1, sizeof(*d->hosts));
-	d->nhosts = nmx;
-	/* Count first: a cached answer still arrives from the loop, never re-entrantly. */
-	for (size_t i = 0; i < nmx; i++)
-		for (int s = 0; s < 2; s++)
-			if (transport_allows(d->transport, families[s]))
-				d->lookups_pending++;
-	for (size_t i = 0; i < nmx; i++) {
-		struct host_lookup *h = &d->hosts[i];
-		h->d = d;
-		h->name = xstrdup(mx[i].host);
-		h->preference = mx[i].preference;
-		for (int s = 0; s < 2; s++) {
-			if (!transport_allows(d->transport, families[s]))
-				continue;
-			h->asked[s] = true;
-			h->q[s] = dns_query_addr(d->denv.dns, h->name, families[s], on_host_addr, h);
-		}
-	}
-	if (d->lookups_pending == 0)
-		build_plan(d);
-}
-
-/* A host name that is an address literal needs no lookup ("[192.0.2.1]", "192.0.2.1"). */
-static bool
-relay_literal(const struct conf_transport *t, struct netaddr *out)
-{
-	char buf[NETADDR_STRLEN + 2];
-	const char *h = t->relay_host;
-	size_t len = strlen(h);
-	if (len >= 2 && h[0] == '[' && h[len - 1] == ']' && len - 2 < sizeof(buf)) {
-		memcpy(buf, h + 1, len - 2);
-		buf[len - 2] = '\0';
-		h = buf;
-	}
-	return netaddr_parse(out, h, t->port) == 0;
-}
-
-static void
-build_plan(struct delivery *d)
-{
-	bool tempfail = false;
-	bool explicit_relay = d->transport->relay_host != NULL;
-
-	for (size_t i = 0; i < d->nhosts; i++) {
-		struct host_lookup *h = &d->hosts[i];
-		for (int s = 0; s < 2; s++)
-			if (h->asked[s] && h->status[s] == DNS_TEMPFAIL)
-				tempfail = true;
-		mx_plan_add_host(&d->plan, h->name, h->preference, h->addrs[0], h->naddrs[0],
-		    h->addrs[1], h->naddrs[1], d->transport->family, d->transport->port,
-		    explicit_relay, netaddr_is_local);
-	}
-	for (size_t i = 0; i < d->plan.nskipped; i++) {
-		char a[NETADDR_STRLEN];
-		log_info("%s: skipping %s[%s] for %s: %s", d->env->id, d->plan.skipped[i].host,
-		    netaddr_ntop(&d->plan.skipped[i].addr, a, sizeof(a)), d->domain,
-		    d->plan.skipped[i].why);
-	}
-	if (d->plan.ncand > 0) {
-		delivery_connect(d);
-		return;
-	}
-	const char *fam = d->transport->family == CONF_FAMILY_IPV4 ? "IPv4 " :
-	    d->transport->family == CONF_FAMILY_IPV6 ? "IPv6 " : "";
-	char *why;
-	if (tempfail)
-		why = xasprintf("Host or domain name not found. Name service error for the MX "
-		    "hosts of %s: try again", d->domain);
-	else if (d->plan.nskipped > 0)
-		why = xasprintf("no usable %saddress for %s: every address was skipped (%s)", fam,
-		    d->domain, d->plan.skipped[0].why);
-	else
-		why = xasprintf("no %saddress found for the mail hosts of %s (transport %s, "
-		    "family %s)", fam, d->domain, d->transport->name,
-		    conf_family_name(d->transport->family));
-	/* Defer, never bounce here: DNS may be repaired; the queue lifetime bounds it. */
-	fail_all(d, RCPT_DEFERRED, tempfail ? "4.4.3" : "4.4.4", NULL, AF_UNSPEC, why);
-	free(why);
-	finish(d);
-}
-
-/* ---- Step 3: connect ---- */
-
-static void
 relay_text(const struct race_target *t, char *buf, size_t size)
 {
 	char a[NETADDR_STRLEN];
@@ -352,20 +153,92 @@ relay_text(const struct race_target *t, char *buf, size_t size)
 	    netaddr_port(&t->addr));
 }
 
+static const char *
+family_name(int family)
+{
+	return family == AF_INET || family == AF_INET6 ? netaddr_family_name(family) : "none";
+}
+
+/* All candidates failed: the last error stands for the session's recipients. */
+static void
+session_exhausted(struct delivery *d)
+{
+	if (d->last_error == NULL)
+		set_last_error(d, "4.4.1", NULL, AF_UNSPEC,
+		    xasprintf("no usable address for %s", d->domain));
+	if (d->fell_back) {
+		/* The other family could not be reached either: what the first family said
+		 * was about our address, so a later retry may still succeed. Defer. */
+		for (size_t i = 0; i < d->nsession; i++) {
+			struct delivery_result *r = &d->results[d->session[i]];
+			char *why = xasprintf("%s; fallback over %s failed: %s", r->reason,
+			    family_name(d->fallback_family), d->last_error);
+			char dsn[16];
+			dr_strlcpy(dsn, r->dsn, sizeof(dsn));
+			dsn[0] = '4';
+			set_result(r, r->index, RCPT_DEFERRED, dsn, r->relay, r->family, why);
+		}
+		finish(d);
+		return;
+	}
+	fail_session(d, d->last_dsn[0] == '5' ? RCPT_BOUNCED : RCPT_DEFERRED, d->last_dsn,
+	    d->last_relay, d->last_family, d->last_error);
+	finish(d);
+}
+
+/* ---- Step 1: resolve ---- */
+
+static void
+on_nexthop(struct nexthop *n, const struct nexthop_result *r, void *arg)
+{
+	struct delivery *d = arg;
+	(void)n;
+
+	if (r->status != NEXTHOP_OK) {
+		fail_session(d, r->status == NEXTHOP_BOUNCE ? RCPT_BOUNCED : RCPT_DEFERRED, r->dsn,
+		    NULL, AF_UNSPEC, r->reason);
+		finish(d);
+		return;
+	}
+	d->ntargets = r->plan->ncand;
+	d->targets = xcalloc(d->ntargets, sizeof(*d->targets));
+	d->target_failed = xcalloc(d->ntargets, sizeof(bool));
+	d->race_map = xcalloc(d->ntargets, sizeof(size_t));
+	for (size_t i = 0; i < d->ntargets; i++) {
+		d->targets[i].host = r->plan->cand[i].host; /* owned by the nexthop's plan */
+		d->targets[i].addr = r->plan->cand[i].addr;
+	}
+	start_race(d, AF_UNSPEC);
+}
+
+/* ---- Step 2: connect ---- */
+
+static void
+report_health(struct delivery *d, size_t target, enum health_event ev)
+{
+	if (d->denv.health == NULL)
+		return;
+	health_report(d->denv.health, d->transport->name, d->targets[target].host,
+	    netaddr_family(&d->targets[target].addr), ev, time(NULL));
+}
+
 static void
 on_race_fail(size_t index, int error, void *arg)
 {
 	struct delivery *d = arg;
-	const struct race_target *t = &d->targets[index];
+	size_t ti = d->race_map[index];
+	const struct race_target *t = &d->targets[ti];
 	char relay[DELIVERY_RELAY_MAX], a[NETADDR_STRLEN];
 
+	d->target_failed[ti] = true;
 	relay_text(t, relay, sizeof(relay));
 	log_info("%s: connect to %s[%s]:%u (%s): %s", d->env->id, t->host,
 	    netaddr_ntop(&t->addr, a, sizeof(a)), netaddr_port(&t->addr),
-	    netaddr_family_name(netaddr_family(&t->addr)), strerror(error));
+	    family_name(netaddr_family(&t->addr)), strerror(error));
 	set_last_error(d, "4.4.1", relay, netaddr_family(&t->addr),
 	    xasprintf("connect to %s[%s]:%u: %s", t->host, a, netaddr_port(&t->addr),
 		strerror(error)));
+	report_health(d, ti, error == ETIMEDOUT ? HEALTH_CONNECT_TIMEOUT : HEALTH_CONNECT_FAILED);
 }
 
 static const char *
@@ -382,15 +255,15 @@ helo_for(const struct delivery *d, int family)
 static void on_session(struct smtp_client *c, const struct smtp_client_result *r, void *arg);
 
 static void
-start_session(struct delivery *d, int fd, size_t index)
+start_session(struct delivery *d, int fd, size_t target)
 {
-	const struct race_target *t = &d->targets[index];
+	const struct race_target *t = &d->targets[target];
 	int content = spool_open_content(d->denv.spool, d->env);
 	if (content < 0) {
 		int err = errno;
 		close(fd);
 		log_error("%s: cannot open queue file: %s", d->env->id, strerror(err));
-		fail_all(d, RCPT_DEFERRED, "4.3.0", NULL, AF_UNSPEC, "queue file read error");
+		fail_session(d, RCPT_DEFERRED, "4.3.0", NULL, AF_UNSPEC, "queue file read error");
 		finish(d);
 		return;
 	}
@@ -401,10 +274,34 @@ start_session(struct delivery *d, int fd, size_t index)
 		.reply_timeout_s = d->conf->timeouts.smtp_timeout_s,
 		.body_timeout_s = d->conf->timeouts.smtp_timeout_s * 2,
 	};
+	for (size_t i = 0; i < d->nsession; i++)
+		d->session_idx[i] = d->rcpts[d->session[i]];
 	d->state = DELIVERY_SESSION;
-	d->current = index;
-	d->client = smtp_client_start(d->denv.base, fd, content, &p, d->env, d->rcpts, d->nrcpts,
-	    on_session, d);
+	d->current = target;
+	d->client = smtp_client_start(d->denv.base, fd, content, &p, d->env, d->session_idx,
+	    d->nsession, on_session, d);
+}
+
+/*
+ * A candidate listed before the winner that neither failed nor won was still pending
+ * when a later one connected: it lost the race by at least the attempt delay. That is
+ * the signature of a blackhole (SYNs dropped), and the health memory should know, or
+ * the next message would wait for it again.
+ */
+static void
+note_race_losers(struct delivery *d, size_t winner_race_index)
+{
+	int wfam = netaddr_family(&d->targets[d->race_map[winner_race_index]].addr);
+	for (size_t i = 0; i < winner_race_index; i++) {
+		size_t ti = d->race_map[i];
+		if (d->target_failed[ti] || netaddr_family(&d->targets[ti].addr) == wfam)
+			continue;
+		char a[NETADDR_STRLEN];
+		log_info("%s: %s[%s] (%s) did not answer before %s did", d->env->id,
+		    d->targets[ti].host, netaddr_ntop(&d->targets[ti].addr, a, sizeof(a)),
+		    family_name(netaddr_family(&d->targets[ti].addr)), family_name(wfam));
+		report_health(d, ti, HEALTH_CONNECT_TIMEOUT);
+	}
 }
 
 static void
@@ -416,21 +313,26 @@ on_race(enum race_event ev, int fd, size_t index, const struct race_failure *fai
 	(void)nfailures; /* each failure was already recorded by on_race_fail */
 
 	if (ev == RACE_CONNECTED) {
-		start_session(d, fd, index);
+		note_race_losers(d, index);
+		start_session(d, fd, d->race_map[index]);
 		return;
 	}
-	defer_with_last_error(d);
+	session_exhausted(d);
 }
 
+/* Races over the candidates (of one family only, for a fallback) not known to fail. */
 static void
-delivery_connect(struct delivery *d)
+start_race(struct delivery *d, int only_family)
 {
 	const struct conf_transport *t = d->transport;
-	d->state = DELIVERY_CONNECT;
-	d->targets = xcalloc(d->plan.ncand, sizeof(*d->targets));
-	for (size_t i = 0; i < d->plan.ncand; i++) {
-		d->targets[i].host = d->plan.cand[i].host;
-		d->targets[i].addr = d->plan.cand[i].addr;
+	struct race_target *list = xcalloc(d->ntargets ? d->ntargets : 1, sizeof(*list));
+	size_t n = 0;
+	for (size_t i = 0; i < d->ntargets; i++) {
+		if (only_family != AF_UNSPEC &&
+		    (netaddr_family(&d->targets[i].addr) != only_family || d->target_failed[i]))
+			continue;
+		d->race_map[n] = i;
+		list[n++] = d->targets[i];
 	}
 	struct race_params p = {
 		.attempt_delay_ms = t->attempt_delay_ms,
@@ -438,43 +340,111 @@ delivery_connect(struct delivery *d)
 		.source4 = t->has_source4 ? &t->source4 : NULL,
 		.source6 = t->has_source6 ? &t->source6 : NULL,
 	};
-	d->race = race_new(d->denv.base, d->targets, d->plan.ncand, &p, on_race, on_race_fail, d);
+	if (d->race)
+		race_free(d->race);
+	d->state = DELIVERY_CONNECT;
+	d->race = race_new(d->denv.base, list, n, &p, on_race, on_race_fail, d);
+	free(list);
 	race_next(d->race);
 }
 
-/* ---- Step 4: the SMTP session ---- */
+/* ---- Step 3: the SMTP session ---- */
 
 static void
 result_from_reply(struct delivery *d, struct delivery_result *res, size_t rcpt_index,
     const struct smtp_reply *reply, enum smtp_client_stage stage)
 {
 	const struct race_target *t = &d->targets[d->current];
-	char a[NETADDR_STRLEN];
+	char a[NETADDR_STRLEN], relay[DELIVERY_RELAY_MAX], dsn[16];
 	char *line = smtp_reply_oneline(reply);
 
-	res->index = rcpt_index;
-	relay_text(t, res->relay, sizeof(res->relay));
-	res->family = netaddr_family(&t->addr);
-	free(res->reason);
+	relay_text(t, relay, sizeof(relay));
+	smtp_reply_dsn(reply, "0.0", dsn, sizeof(dsn));
 	if (reply->code >= 200 && reply->code < 300) {
-		res->state = RCPT_DELIVERED;
-		smtp_reply_dsn(reply, "0.0", res->dsn, sizeof(res->dsn));
-		res->reason = line;
+		set_result(res, rcpt_index, RCPT_DELIVERED, dsn, relay, netaddr_family(&t->addr),
+		    line);
 		return;
 	}
-	res->state = reply->code >= 500 ? RCPT_BOUNCED : RCPT_DEFERRED;
-	smtp_reply_dsn(reply, "0.0", res->dsn, sizeof(res->dsn));
-	res->reason = xasprintf("host %s[%s] said: %s (in reply to %s)", t->host,
-	    netaddr_ntop(&t->addr, a, sizeof(a)), line, smtp_client_stage_name(stage));
+	set_result(res, rcpt_index, reply->code >= 500 ? RCPT_BOUNCED : RCPT_DEFERRED, dsn, relay,
+	    netaddr_family(&t->addr), xasprintf("host %s[%s] said: %s (in reply to %s)", t->host,
+		netaddr_ntop(&t->addr, a, sizeof(a)), line, smtp_client_stage_name(stage)));
 	free(line);
 }
 
 static bool
-session_failure_is_permanent(const struct smtp_client_result *r)
+blames_family(const struct delivery *d, const struct smtp_reply *r, enum smtp_client_stage st)
 {
-	/* A permanent answer to MAIL FROM (or a synthesized one: SMTPUTF8, SIZE) is about
-	 * this message, not this host: another MX would say the same. */
-	return r->stage == SMTP_STAGE_MAIL && r->reply.code >= 500;
+	return fallback_reply_blames_family(r, st, d->conf->family_fallback_patterns,
+	    d->conf->nfamily_fallback_patterns);
+}
+
+/* The family to fall back to, or AF_UNSPEC when the transport or the plan forbids it. */
+static int
+fallback_family(const struct delivery *d)
+{
+	int cur = netaddr_family(&d->targets[d->current].addr);
+	int other = cur == AF_INET6 ? AF_INET : AF_INET6;
+	if (d->fell_back || !d->transport->family_fallback)
+		return AF_UNSPEC;
+	for (size_t i = 0; i < d->ntargets; i++)
+		if (netaddr_family(&d->targets[i].addr) == other && !d->target_failed[i])
+			return other;
+	return AF_UNSPEC;
+}
+
+/* Logs the rejected attempt (the fallback's own outcome is logged by the queue). */
+static void
+log_fallback(struct delivery *d, size_t pos, int to)
+{
+	const struct delivery_result *r = &d->results[pos];
+	log_info("%s: to=<%s>, relay=%s, family=%s, delay=%.2f, dsn=%s, status=fallback (%s; "
+	    "retrying over %s)", d->env->id, d->env->rcpts[r->index].addr, r->relay,
+	    family_name(r->family), dr_now() - (double)d->env->arrival, r->dsn, r->reason,
+	    family_name(to));
+}
+
+/* Narrows the session to the recipients at positions keep[0..n) and falls back. */
+static void
+begin_fallback(struct delivery *d, const size_t *keep, size_t n, int to)
+{
+	for (size_t i = 0; i < n; i++) {
+		d->session[i] = keep[i];
+		log_fallback(d, keep[i], to);
+	}
+	d->nsession = n;
+	d->fell_back = true;
+	d->fallback_family = to;
+	report_health(d, d->current, HEALTH_FAMILY_REJECTED);
+	schedule_step(d, STEP_FALLBACK);
+}
+
+static void
+on_session_completed(struct delivery *d, const struct smtp_client_result *r)
+{
+	size_t *blamed = xcalloc(d->nsession ? d->nsession : 1, sizeof(size_t));
+	size_t nblamed = 0;
+	bool any_ok = false;
+
+	for (size_t i = 0; i < d->nsession && i < r->nrcpts; i++) {
+		size_t pos = d->session[i];
+		const struct smtp_client_rcpt_result *rr = &r->rcpts[i];
+		result_from_reply(d, &d->results[pos], rr->index, &rr->reply, rr->stage);
+		if (rr->reply.code >= 400 && blames_family(d, &rr->reply, rr->stage))
+			blamed[nblamed++] = pos;
+		else if (rr->reply.code < 400)
+			any_ok = true;
+	}
+	if (any_ok)
+		report_health(d, d->current, HEALTH_OK);
+	int to = nblamed ? fallback_family(d) : AF_UNSPEC;
+	if (to != AF_UNSPEC)
+		begin_fallback(d, blamed, nblamed, to);
+	else {
+		if (nblamed)
+			report_health(d, d->current, HEALTH_FAMILY_REJECTED);
+		finish(d);
+	}
+	free(blamed);
 }
 
 static void
@@ -484,34 +454,45 @@ on_session(struct smtp_client *c, const struct smtp_client_result *r, void *arg)
 	(void)c;
 
 	if (r->completed) {
-		for (size_t i = 0; i < d->nrcpts && i < r->nrcpts; i++)
-			result_from_reply(d, &d->results[i], r->rcpts[i].index, &r->rcpts[i].reply,
-			    r->rcpts[i].stage);
-		finish(d);
+		on_session_completed(d, r);
 		return;
 	}
 	const struct race_target *t = &d->targets[d->current];
-	char relay[DELIVERY_RELAY_MAX], dsn[16];
+	char relay[DELIVERY_RELAY_MAX];
 	relay_text(t, relay, sizeof(relay));
 	if (r->reply.code != 0) {
 		struct delivery_result tmp = { 0 };
 		result_from_reply(d, &tmp, 0, &r->reply, r->stage);
 		set_last_error(d, tmp.dsn, relay, tmp.family, tmp.reason);
-		dr_strlcpy(dsn, tmp.dsn, sizeof(dsn));
 	} else {
 		set_last_error(d, "4.4.2", relay, netaddr_family(&t->addr),
 		    xstrdup(r->error_text ? r->error_text : "lost connection"));
 	}
-	log_info("%s: %s (%s)", d->env->id, d->last_error,
-	    netaddr_family_name(netaddr_family(&t->addr)));
-	if (session_failure_is_permanent(r)) {
-		fail_all(d, RCPT_BOUNCED, d->last_dsn, relay, d->last_family, d->last_error);
+	log_info("%s: %s (%s)", d->env->id, d->last_error, family_name(netaddr_family(&t->addr)));
+
+	if (r->reply.code >= 400 && blames_family(d, &r->reply, r->stage)) {
+		int to = fallback_family(d);
+		if (to != AF_UNSPEC) {
+			fail_session(d, r->reply.code >= 500 ? RCPT_BOUNCED : RCPT_DEFERRED,
+			    d->last_dsn, relay, d->last_family, d->last_error);
+			size_t *keep = xcalloc(d->nsession ? d->nsession : 1, sizeof(size_t));
+			memcpy(keep, d->session, d->nsession * sizeof(size_t));
+			begin_fallback(d, keep, d->nsession, to);
+			free(keep);
+			return;
+		}
+		report_health(d, d->current, HEALTH_FAMILY_REJECTED);
+	}
+	if (r->stage == SMTP_STAGE_MAIL && r->reply.code >= 500) {
+		/* A permanent answer to MAIL FROM (or a synthesized one: SMTPUTF8, SIZE) is
+		 * about this message, not this host: another MX would say the same. */
+		fail_session(d, RCPT_BOUNCED, d->last_dsn, relay, d->last_family, d->last_error);
 		finish(d);
 		return;
 	}
 	/* Greeting, EHLO, temporary MAIL error or a broken connection: next address. A 5xx
-	 * from this host is not final for the others, but if it is the last, it stands as a
-	 * deferral: only a host that accepted the conversation may refuse mail for good. */
+	 * from this host is not final for the others; if it is the last, it stands as a
+	 * deferral: only a host that took the recipients may refuse them for good. */
 	if (d->last_dsn[0] == '5')
 		d->last_dsn[0] = '4';
 	schedule_step(d, STEP_NEXT_CANDIDATE);
@@ -528,16 +509,22 @@ on_step(evutil_socket_t fd, short what, void *arg)
 		smtp_client_free(d->client);
 		d->client = NULL;
 	}
-	if (d->step == STEP_NEXT_CANDIDATE) {
-		d->step = STEP_NONE;
+	enum delivery_step step = d->step;
+	d->step = STEP_NONE;
+	switch (step) {
+	case STEP_NEXT_CANDIDATE:
 		d->state = DELIVERY_CONNECT;
 		race_next(d->race);
-		return;
-	}
-	if (d->step == STEP_REPORT) {
-		d->step = STEP_NONE;
+		break;
+	case STEP_FALLBACK:
+		start_race(d, d->fallback_family);
+		break;
+	case STEP_REPORT:
 		/* Last action: the owner may free us. */
 		d->cb(d, d->results, d->nrcpts, d->arg);
+		break;
+	case STEP_NONE:
+		break;
 	}
 }
 
@@ -553,42 +540,23 @@ delivery_start(const struct delivery_env *denv, const struct conf *conf,
 	d->conf = conf;
 	d->env = env;
 	d->domain = dr_strlower(xstrdup(domain));
-	d->rcpts = xcalloc(nrcpt, sizeof(size_t));
+	d->rcpts = xcalloc(nrcpt ? nrcpt : 1, sizeof(size_t));
 	memcpy(d->rcpts, rcpt_idx, nrcpt * sizeof(size_t));
 	d->nrcpts = nrcpt;
-	d->results = xcalloc(nrcpt, sizeof(*d->results));
+	d->session = xcalloc(nrcpt ? nrcpt : 1, sizeof(size_t));
+	d->session_idx = xcalloc(nrcpt ? nrcpt : 1, sizeof(size_t));
+	for (size_t i = 0; i < nrcpt; i++)
+		d->session[i] = i;
+	d->nsession = nrcpt;
+	d->results = xcalloc(nrcpt ? nrcpt : 1, sizeof(*d->results));
 	d->cb = cb;
 	d->arg = arg;
 	d->last_family = AF_UNSPEC;
-	mx_plan_init(&d->plan);
 	d->step_ev = event_new(denv->base, -1, 0, on_step, d);
 	d->transport = route_lookup(conf, d->domain);
-
-	const struct conf_transport *t = d->transport;
-	struct netaddr literal;
-	if (t->relay_host && relay_literal(t, &literal)) {
-		/* "[192.0.2.1]:587": no DNS at all. */
-		d->hosts = xcalloc(1, sizeof(*d->hosts));
-		d->nhosts = 1;
-		d->hosts[0].d = d;
-		d->hosts[0].name = xstrdup(t->relay_host);
-		int s = family_slot(netaddr_family(&literal));
-		if (transport_allows(t, netaddr_family(&literal))) {
-			d->hosts[0].addrs[s] = xmalloc(sizeof(struct netaddr));
-			*d->hosts[0].addrs[s] = literal;
-			d->hosts[0].naddrs[s] = 1;
-		}
-		d->state = DELIVERY_RESOLVE_HOSTS;
-		build_plan(d);
-		return d;
-	}
-	if (t->relay_host && t->relay_no_mx) {
-		struct dns_mx host = { t->relay_host, 0 };
-		delivery_resolve_hosts(d, &host, 1);
-		return d;
-	}
-	d->state = DELIVERY_RESOLVE_MX;
-	d->mx_query = dns_query_mx(denv->dns, t->relay_host ? t->relay_host : d->domain, on_mx, d);
+	d->state = DELIVERY_RESOLVE;
+	d->nexthop = nexthop_resolve(denv->base, denv->dns, denv->health, conf, d->transport,
+	    d->domain, env->id, on_nexthop, d);
 	return d;
 }
 
@@ -597,28 +565,20 @@ delivery_free(struct delivery *d)
 {
 	if (d == NULL)
 		return;
-	if (d->mx_query)
-		dns_cancel(d->mx_query);
-	for (size_t i = 0; i < d->nhosts; i++) {
-		struct host_lookup *h = &d->hosts[i];
-		for (int s = 0; s < 2; s++) {
-			if (h->q[s])
-				dns_cancel(h->q[s]);
-			free(h->addrs[s]);
-		}
-		free(h->name);
-	}
-	free(d->hosts);
 	if (d->client)
 		smtp_client_free(d->client);
 	if (d->race)
 		race_free(d->race);
+	nexthop_free(d->nexthop);
 	free(d->targets);
-	mx_plan_clear(&d->plan);
+	free(d->target_failed);
+	free(d->race_map);
 	for (size_t i = 0; i < d->nrcpts; i++)
 		free(d->results[i].reason);
 	free(d->results);
 	free(d->rcpts);
+	free(d->session);
+	free(d->session_idx);
 	free(d->domain);
 	free(d->last_error);
 	event_free(d->step_ev);

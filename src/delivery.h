@@ -1,11 +1,13 @@
 /*
  * delivery: one attempt to deliver one message to the recipients of one domain. It
- * routes the domain to a transport, resolves the next hop (MX of the domain, or the
- * transport's smarthost), orders the addresses, races connections to them (race.c),
- * runs the SMTP transaction (smtp_client.c), and moves on to the next address when a
- * session fails before the recipients got their final answers. It reports one outcome
- * per recipient; it neither logs outcomes nor writes the spool: the queue does both,
- * in one place.
+ * routes the domain to a transport, gets the ordered candidate addresses (nexthop.c),
+ * races connections to them (race.c), runs the SMTP transaction (smtp_client.c), and
+ * moves on to the next address when a session fails before the recipients got their
+ * final answers. When the receiver rejects us for our address family (fallback.c), the
+ * rejected recipients and the whole message are sent again at once over the other
+ * family, if the transport allows it. Connection and rejection outcomes feed the
+ * health memory (health.c). It reports one outcome per recipient; final outcomes are
+ * logged and written to the spool by the queue, in one place.
  *
  * Ownership: the caller owns the delivery (delivery_free, allowed inside the callback,
  * cancels whatever is still running). The envelope, recipient list and conf are
@@ -35,10 +37,13 @@ struct delivery_result {
 	int family;              /* AF_INET, AF_INET6, or AF_UNSPEC when nothing connected */
 };
 
+struct health;
+
 struct delivery_env {
 	struct event_base *base;
 	struct dns *dns;
 	struct spool *spool;
+	struct health *health;   /* may be NULL */
 };
 
 typedef void (*delivery_cb)(struct delivery *d, const struct delivery_result *results,

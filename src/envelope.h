@@ -64,6 +64,7 @@ bool envelope_done(const struct envelope *e);
 void envelope_new_id(char id[ENVELOPE_ID_MAX]);
 bool envelope_id_valid(const char *id);
 
+/* "pending", "deferred", "sent", "bounced": the words of the status= log field. */
 const char *rcpt_state_name(enum rcpt_state s);
 
 /* Header record: returns a malloc'd buffer and its length via *len. */
@@ -76,7 +77,11 @@ char *envelope_encode_header(const struct envelope *e, size_t *len);
 struct envelope *envelope_decode_header(const char *buf, size_t len, size_t *header_len,
     const char **why);
 
-/* One state record for recipient index i, as it is now in e. Returns length; buf >= 1024. */
+/*
+ * One state record for recipient index i, as it is now in e; the reason is sanitised
+ * (controls become spaces) and cut to ENVELOPE_REASON_MAX. Returns its length, or 0 when
+ * i is out of range or size is too small (1024 always suffices).
+ */
 size_t envelope_encode_state(const struct envelope *e, size_t i, char *buf, size_t size);
 /*
  * Applies every complete state record in buf to e, in order. Records naming an unknown

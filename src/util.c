@@ -80,15 +80,12 @@ char *
 xasprintf(const char *fmt, ...)
 {
 	va_list ap;
+	char *p = NULL;
 	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
+	int n = vasprintf(&p, fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		oom(0);
-	char *p = xmalloc((size_t)n + 1);
-	va_start(ap, fmt);
-	vsnprintf(p, (size_t)n + 1, fmt, ap);
-	va_end(ap);
 	return p;
 }
 
