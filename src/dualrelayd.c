@@ -13,12 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "conf.h"
 #include "dns.h"
+#include "health.h"
 #include "log.h"
 #include "queue.h"
 #include "smtp_server.h"
@@ -33,6 +35,7 @@ struct daemon {
 	struct event_base *base;
 	struct dns *dns;
 	struct spool *spool;
+	struct health *health;
 	struct queue *queue;
 	struct smtp_server *server;
 	struct event *sig_term, *sig_int, *sig_hup, *shutdown_tick;
@@ -182,7 +185,11 @@ daemon_start(struct daemon *d, bool foreground)
 		log_error("cannot open the spool %s: %s", c->spool_dir, strerror(errno));
 		return -1;
 	}
-	d->queue = queue_new(d->base, d->spool, d->dns, c);
+	char *health_path = xasprintf("%s/health", c->spool_dir);
+	d->health = health_new(health_path, NULL);
+	free(health_path);
+	health_load(d->health, time(NULL));
+	d->queue = queue_new(d->base, d->spool, d->dns, d->health, c);
 	if (queue_recover(d->queue) < 0)
 		return -1;
 	d->server = smtp_server_new(d->base, c, d->spool, on_message, d->queue);
@@ -208,6 +215,7 @@ daemon_stop(struct daemon *d)
 		queue_free(d->queue);
 	if (d->spool)
 		spool_close(d->spool);
+	health_free(d->health);
 	if (d->dns)
 		dns_free(d->dns);
 	struct event *evs[] = { d->sig_term, d->sig_int, d->sig_hup, d->shutdown_tick };

@@ -13,7 +13,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +56,7 @@ struct queue {
 	struct event_base *base;
 	struct spool *spool;
 	struct dns *dns;
+	struct health *health;   /* borrowed, may be NULL */
 	struct conf *conf;       /* referenced */
 	struct queue_msg **heap; /* min-heap on due */
 	size_t nheap, heap_cap;
@@ -87,7 +87,7 @@ queue_backoff_s(unsigned attempts, unsigned min_s, unsigned max_s, uint32_t rnd)
 	/* jitter in [-10%, +10%] */
 	double j = ((double)rnd / 4294967295.0) * 0.2 - 0.1;
 	t += t * j;
-	return t < 1 ? 1 : (unsigned)lround(t);
+	return t < 1 ? 1 : (unsigned)(t + 0.5);
 }
 
 /* ---- The heap ---- */
@@ -341,7 +341,7 @@ on_delivered(struct delivery *d, const struct delivery_result *results, size_t n
 static void
 job_start(struct queue *q, struct queue_job *j)
 {
-	struct delivery_env denv = { q->base, q->dns, q->spool };
+	struct delivery_env denv = { q->base, q->dns, q->spool, q->health };
 	TAILQ_INSERT_TAIL(&q->running, j, entry);
 	q->nrunning++;
 	j->delivery = delivery_start(&denv, j->conf, j->msg->env, j->domain, j->rcpts, j->nrcpts,
@@ -462,10 +462,12 @@ queue_arm(struct queue *q)
 /* ---- Public ---- */
 
 struct queue *
-queue_new(struct event_base *base, struct spool *spool, struct dns *dns, struct conf *conf)
+queue_new(struct event_base *base, struct spool *spool, struct dns *dns,
+    struct health *health, struct conf *conf)
 {
 	struct queue *q = xcalloc(1, sizeof(*q));
 	q->base = base;
+	q->health = health;
 	q->spool = spool;
 	q->dns = dns;
 	q->conf = conf_ref(conf);

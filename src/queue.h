@@ -34,8 +34,11 @@ struct queue_stats {
 };
 
 /* conf is referenced (conf_ref) and released at queue_free or replacement. */
+struct health;
+
+/* health may be NULL. */
 struct queue *queue_new(struct event_base *base, struct spool *spool, struct dns *dns,
-    struct conf *conf);
+    struct health *health, struct conf *conf);
 void queue_set_conf(struct queue *q, struct conf *conf);
 /* Loads the spool (spool_recover); returns messages loaded or -1. */
 long queue_recover(struct queue *q);
