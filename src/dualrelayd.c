@@ -20,9 +20,11 @@
 
 #include "conf.h"
 #include "dns.h"
+#include "explain.h"
 #include "health.h"
 #include "log.h"
 #include "queue.h"
+#include "selfcheck.h"
 #include "smtp_server.h"
 #include "spool.h"
 #include "util.h"
@@ -38,6 +40,7 @@ struct daemon {
 	struct health *health;
 	struct queue *queue;
 	struct smtp_server *server;
+	struct selfcheck *selfcheck;
 	struct event *sig_term, *sig_int, *sig_hup, *shutdown_tick;
 	uint64_t shutdown_deadline;
 };
@@ -46,10 +49,12 @@ static void
 usage(FILE *out)
 {
 	fprintf(out,
-	    "usage: dualrelayd [-fnhV] [-c config]\n"
+	    "usage: dualrelayd [-fnhV] [-c config] [-r domain]\n"
 	    "  -c FILE  configuration file (default " SYSCONFDIR "/dualrelay.conf)\n"
 	    "  -f       stay in the foreground and log to stderr\n"
-	    "  -n       check the configuration and exit (0 when valid, 1 with the errors)\n"
+	    "  -n       check the configuration and exit (0 when valid, 1 with the errors);\n"
+	    "           also checks the reverse DNS of the configured source addresses\n"
+	    "  -r DOMAIN  explain how mail to DOMAIN would be routed now, and exit\n"
 	    "  -V       print the version and exit\n");
 }
 
@@ -131,6 +136,15 @@ on_message(struct envelope *e, void *arg)
 	queue_add(arg, e);
 }
 
+static void
+on_selfcheck(unsigned warnings, void *arg)
+{
+	struct daemon *d = arg;
+	(void)warnings; /* each one was logged */
+	selfcheck_free(d->selfcheck);
+	d->selfcheck = NULL;
+}
+
 static int
 daemonize(void)
 {
@@ -195,6 +209,7 @@ daemon_start(struct daemon *d, bool foreground)
 	d->server = smtp_server_new(d->base, c, d->spool, on_message, d->queue);
 	if (smtp_server_listen(d->server) < 0)
 		return -1;
+	d->selfcheck = selfcheck_start(d->base, d->dns, c, on_selfcheck, d);
 	d->sig_term = evsignal_new(d->base, SIGTERM, on_terminate, d);
 	d->sig_int = evsignal_new(d->base, SIGINT, on_terminate, d);
 	d->sig_hup = evsignal_new(d->base, SIGHUP, on_reload, d);
@@ -209,6 +224,7 @@ daemon_start(struct daemon *d, bool foreground)
 static void
 daemon_stop(struct daemon *d)
 {
+	selfcheck_free(d->selfcheck);
 	if (d->server)
 		smtp_server_free(d->server);
 	if (d->queue)
@@ -228,14 +244,75 @@ daemon_stop(struct daemon *d)
 		conf_free(d->conf);
 }
 
+/* -n and -r: a short-lived loop with the resolver only; no spool, no listener. */
+struct offline {
+	struct event_base *base;
+	unsigned warnings;
+};
+
+static void
+on_offline_selfcheck(unsigned warnings, void *arg)
+{
+	struct offline *o = arg;
+	o->warnings = warnings;
+	event_base_loopbreak(o->base);
+}
+
+static void
+on_offline_explain(struct explain *e, void *arg)
+{
+	(void)e;
+	event_base_loopbreak(((struct offline *)arg)->base);
+}
+
+static int
+run_offline(struct conf *c, const char *route_domain)
+{
+	struct offline o = { event_base_new(), 0 };
+	const char *why = NULL;
+	struct dns_config dc = {
+		.servers = (const char *const *)c->dns.servers,
+		.nservers = c->dns.nservers,
+		.timeout_ms = c->dns.timeout_ms,
+		.tries = c->dns.tries,
+	};
+	log_init("dualrelayd", LOG_TARGET_STDERR, route_domain ? LOG_LEVEL_WARN : LOG_LEVEL_INFO);
+	struct dns *dns = dns_new(o.base, &dc, &why);
+	if (dns == NULL) {
+		fprintf(stderr, "cannot start the DNS resolver: %s\n", why);
+		event_base_free(o.base);
+		return 1;
+	}
+	if (route_domain) {
+		char *path = xasprintf("%s/health", c->spool_dir);
+		/* Read the daemon's saved health; never written from here. */
+		struct health *saved = health_new(NULL, NULL);
+		health_load_file(saved, path, time(NULL));
+		free(path);
+		struct explain *e = explain_route(o.base, dns, saved, c, route_domain, stdout,
+		    on_offline_explain, &o);
+		event_base_dispatch(o.base);
+		explain_free(e);
+		health_free(saved);
+	} else {
+		struct selfcheck *sc = selfcheck_start(o.base, dns, c, on_offline_selfcheck, &o);
+		event_base_dispatch(o.base);
+		selfcheck_free(sc);
+	}
+	dns_free(dns);
+	event_base_free(o.base);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
 	struct daemon d = { .conf_path = SYSCONFDIR "/dualrelay.conf" };
 	bool foreground = false, check_only = false;
+	const char *route_domain = NULL;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "c:fnhV")) != -1) {
+	while ((ch = getopt(argc, argv, "c:fnhr:V")) != -1) {
 		switch (ch) {
 		case 'c':
 			d.conf_path = optarg;
@@ -245,6 +322,9 @@ main(int argc, char **argv)
 			break;
 		case 'n':
 			check_only = true;
+			break;
+		case 'r':
+			route_domain = optarg;
 			break;
 		case 'V':
 			printf("dualrelayd %s\n", PACKAGE_VERSION);
@@ -264,10 +344,12 @@ main(int argc, char **argv)
 	d.conf = load_conf(d.conf_path, true);
 	if (d.conf == NULL)
 		return 1;
-	if (check_only) {
-		printf("%s: configuration OK\n", d.conf_path);
+	if (check_only || route_domain) {
+		int rc = run_offline(d.conf, route_domain);
+		if (check_only && rc == 0)
+			printf("%s: configuration OK\n", d.conf_path);
 		conf_free(d.conf);
-		return 0;
+		return rc;
 	}
 	int rc = 1;
 	if (daemon_start(&d, foreground) == 0) {

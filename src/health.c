@@ -177,13 +177,17 @@ health_save(struct health *h, time_t now)
 int
 health_load(struct health *h, time_t now)
 {
-	if (h->path == NULL)
-		return 0;
-	FILE *f = fopen(h->path, "r");
+	return h->path ? health_load_file(h, h->path, now) : 0;
+}
+
+int
+health_load_file(struct health *h, const char *path, time_t now)
+{
+	FILE *f = fopen(path, "r");
 	if (f == NULL) {
 		if (errno == ENOENT)
 			return 0;
-		log_error("health: cannot read %s: %s", h->path, strerror(errno));
+		log_error("health: cannot read %s: %s", path, strerror(errno));
 		return -1;
 	}
 	char line[512], name[300];
@@ -213,12 +217,12 @@ health_load(struct health *h, time_t now)
 	fclose(f);
 	if (bad)
 		log_warn("health: %zu unreadable line%s in %s ignored", bad, bad == 1 ? "" : "s",
-		    h->path);
+		    path);
 	size_t nbad = 0;
 	for (size_t i = 0; i < h->ndests; i++)
 		nbad += h->dests[i].bad_until > now;
 	log_info("health: %zu destination famil%s marked bad loaded from %s", nbad,
-	    nbad == 1 ? "y" : "ies", h->path);
+	    nbad == 1 ? "y" : "ies", path);
 	return 0;
 }
 

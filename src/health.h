@@ -53,6 +53,8 @@ struct health *health_new(const char *state_path, const struct health_params *pa
 void health_free(struct health *h);
 /* Loads the saved state; a missing file is fine. Returns 0, or -1 (logged). */
 int health_load(struct health *h, time_t now);
+/* Loads another file's state (e.g. the daemon's, for a read-only explanation). */
+int health_load_file(struct health *h, const char *path, time_t now);
 
 void health_report(struct health *h, const char *transport, const char *dest, int family,
     enum health_event ev, time_t now);
