@@ -29,7 +29,7 @@ enum dns_status {
 };
 
 struct dns_mx {
-	char *host;        /* owned; "" for a null MX (RFC 7505) */
+	char *host;        /* owned, lower case; "" for a null MX (RFC 7505) */
 	unsigned preference;
 };
 
@@ -87,8 +87,12 @@ void dns_cancel(struct dns_query *q);
 const char *dns_status_name(enum dns_status s);
 
 /*
- * Pure helpers, exposed for unit tests: the minimum TTL of the answer records of the
- * given type in a raw DNS response (0 if none), and the SOA minimum for negative caching.
+ * Pure helpers, exposed for unit tests. dns_answer_min_ttl: the minimum TTL over the
+ * answer records of the given type and the CNAMEs in the answer section (the chain that
+ * led to them), 0 if there is no record of that type. dns_answer_negative_ttl: the
+ * negative-caching TTL of RFC 2308 section 5, min(SOA TTL, SOA MINIMUM) of the SOA in
+ * the authority section, 0 if there is none. Both uncapped; TTLs with the top bit set
+ * count as 0 (RFC 2181 8); a malformed message yields what was read before the fault.
  */
 unsigned dns_answer_min_ttl(const unsigned char *abuf, int alen, int type);
 unsigned dns_answer_negative_ttl(const unsigned char *abuf, int alen);
