@@ -33,7 +33,10 @@ struct smtp_command {
 
 /*
  * Parses one command line (without CR LF; line must be NUL-terminated). Verbs are
- * case-insensitive. Returns 0, or -1 for an empty line or a line containing NUL/controls.
+ * case-insensitive; an unrecognised verb gives SMTP_VERB_UNKNOWN and 0. Returns -1 for an
+ * empty line or a line containing control characters (TAB, CR, LF, DEL included). A NUL
+ * inside the line as read cannot be seen here: the reader must refuse a line whose
+ * strlen() differs from its length.
  */
 int smtp_parse_command(const char *line, struct smtp_command *out);
 const char *smtp_verb_name(enum smtp_verb v);
@@ -53,8 +56,10 @@ struct smtp_mail_params {
  * after the colon, rejects source routes ("<@a,@b:x@y>") and anything not a valid
  * mailbox. The mailbox is copied to addr (without brackets; "" for the null path,
  * which only MAIL allows). *params points after the path (leading spaces skipped).
- * smtputf8 allows UTF-8 in the mailbox. On error returns -1 and sets *why to a short
- * reason for a 501 reply ("Syntax: MAIL FROM:<address>", "bad address syntax", ...).
+ * smtputf8 allows UTF-8 in the mailbox (MAIL's SMTPUTF8 parameter follows the path:
+ * parse with smtputf8 true, then recheck with smtp_mailbox_valid once the parameters are
+ * known). On error returns -1 and sets *why (when not NULL) to a short reason for a 501
+ * reply ("Syntax: MAIL FROM:<address>", "bad address syntax", ...); addr is then "".
  */
 int smtp_parse_path(const char *args, const char *prefix, bool allow_null, bool smtputf8,
     char *addr, size_t addrsize, const char **params, const char **why);
@@ -78,16 +83,23 @@ struct smtp_reply {
 	int code;           /* 200..599 */
 	char enhanced[16];  /* "5.7.1" from the first line when present (RFC 2034), else "" */
 	char *text;         /* all lines' text after code (and enhanced code of the first
-	                       line), joined with "\n"; owned, freed by smtp_reply_clear */
+	                       line, and of later lines when it repeats it), joined with
+	                       "\n"; owned, freed by smtp_reply_clear */
 	int nlines;
 	bool complete;
 };
 
 void smtp_reply_init(struct smtp_reply *r);
 void smtp_reply_clear(struct smtp_reply *r);
-/* Returns 1 when the reply is complete, 0 when more lines are expected, -1 on a malformed line. */
+/*
+ * Returns 1 when the reply is complete, 0 when more lines are expected, -1 on a malformed
+ * line (bad code, code differing from the first line's, NUL/CR/LF inside, longer than
+ * SMTP_REPLY_LINE_MAX, more than SMTP_REPLY_MAX_LINES lines, or a line after completion).
+ * "NNN" alone is a valid last line. smtp_reply_clear makes the struct reusable.
+ */
 int smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len);
-/* The reply as one line for logs: "550 5.1.1 <a@b>: Recipient address rejected" (lines joined with " "). */
+/* The reply as one line for logs: "550 5.1.1 <a@b>: Recipient address rejected" (lines
+ * joined with " ", other control characters shown as '?'). The caller frees it. */
 char *smtp_reply_oneline(const struct smtp_reply *r);
 
 /* EHLO keywords (RFC 5321 4.1.1.1), from the reply text lines after the first. */
@@ -114,6 +126,8 @@ void smtp_ehlo_parse(const struct smtp_reply *r, struct smtp_ehlo_info *out);
 /*
  * Enhanced status code derived from a reply: its own when present and of the same class
  * as the code, otherwise default_detail completed with the class ("4" + ".0.0" etc.).
+ * default_detail may be ".1.1", "1.1" or a whole code ("5.1.1", whose class is replaced);
+ * NULL or "" means ".0.0". A code outside 2xx/4xx/5xx counts as class 4 (transient).
  * Writes "X.Y.Z" into buf (>= 16).
  */
 void smtp_reply_dsn(const struct smtp_reply *r, const char *default_detail, char *buf, size_t size);
@@ -141,8 +155,11 @@ struct smtp_data_decoder {
 void smtp_data_decoder_init(struct smtp_data_decoder *d);
 /*
  * Decodes in[0..inlen). Writes content to out (room for inlen bytes suffices), sets
- * *outlen and *consumed. A CR at the end of a chunk is held back internally and emitted
- * with the next chunk, so chunk boundaries never matter.
+ * *outlen and *consumed. The state (a CR or a line-initial "." at the end of a chunk)
+ * carries over to the next call, so chunk boundaries never matter. A content CR is
+ * written as soon as it is read; if no LF follows, the call reports SMTP_DATA_BARE_EOL
+ * and the whole message is to be discarded. After END or BARE_EOL, further calls
+ * return the same status and consume nothing.
  */
 enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const char *in, size_t inlen,
     char *out, size_t *outlen, size_t *consumed);
@@ -158,7 +175,8 @@ struct smtp_dot_encoder {
 
 void smtp_dot_encoder_init(struct smtp_dot_encoder *e);
 size_t smtp_dot_encode(struct smtp_dot_encoder *e, const char *in, size_t inlen, char *out);
-/* Writes the end-of-data sequence into out (>= 6 bytes), returns its length. */
+/* Writes the end-of-data sequence into out (>= 6 bytes), returns its length, and resets
+ * the encoder for another message. */
 size_t smtp_dot_encoder_finish(struct smtp_dot_encoder *e, char *out);
 
 #endif
