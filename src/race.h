@@ -7,7 +7,9 @@
  * plain sequential connecting.
  *
  * A race can be resumed: after a winner turned out unusable at the SMTP level (bad
- * greeting), race_next() continues with the candidates not yet tried.
+ * greeting), race_next() continues with the candidates not yet tried. Attempts that were
+ * still in flight when another one won count as not yet tried (they never got their
+ * chance), so race_next() tries them again; failed attempts and the winner are not retried.
  *
  * Ownership: the caller owns the race (race_free). The winning fd passes to the callback's
  * receiver, which must close it. Callbacks run from the event loop; race_free is allowed
@@ -49,17 +51,22 @@ enum race_event {
 
 /*
  * Called once per race_start/race_next. For RACE_CONNECTED, fd belongs to the receiver.
- * failures lists the attempts that failed since the previous callback.
+ * failures lists the attempts that failed since the previous callback (never NULL; valid
+ * during the call only).
  */
 typedef void (*race_cb)(enum race_event ev, int fd, size_t index,
     const struct race_failure *failures, size_t nfailures, void *arg);
 /* Called as soon as an attempt fails (before the race ends), for logging. May be NULL. */
 typedef void (*race_fail_cb)(size_t index, int error, void *arg);
 
-/* targets are copied. */
+/* targets are copied (host strings stay borrowed). Does not start: call race_next(). */
 struct race *race_new(struct event_base *base, const struct race_target *targets, size_t n,
     const struct race_params *p, race_cb cb, race_fail_cb fail_cb, void *arg);
-/* Starts racing from the first untried candidate. */
+/*
+ * Starts racing from the first untried candidate. The work and every callback happen
+ * from the event loop, never inside this call. A no-op while a round is running; when
+ * no candidate is left, the round ends at once with RACE_EXHAUSTED (no failures).
+ */
 void race_next(struct race *r);
 void race_free(struct race *r);
 

@@ -35,12 +35,17 @@ enum smtp_client_stage {
 	SMTP_STAGE_QUIT,
 };
 
-/* "in reply to RCPT TO command"-style wording for logs, as Postfix writes it. */
+/*
+ * "in reply to RCPT TO command"-style wording for logs, as Postfix writes it: the whole
+ * phrase, e.g. "in reply to end of DATA command" for SMTP_STAGE_BODY and "in the initial
+ * server greeting" for SMTP_STAGE_GREETING.
+ */
 const char *smtp_client_stage_name(enum smtp_client_stage s);
 
 struct smtp_client_rcpt_result {
 	size_t index;            /* recipient index in the envelope */
-	struct smtp_reply reply; /* final reply for this recipient (RCPT rejection or DATA's) */
+	struct smtp_reply reply; /* final reply for this recipient (RCPT rejection or DATA's);
+	                            code 0 when none (e.g. !completed and RCPT accepted) */
 	enum smtp_client_stage stage; /* which command the reply answered */
 };
 
@@ -49,13 +54,17 @@ struct smtp_client_result {
 	/* When !completed: */
 	enum smtp_client_stage stage; /* where the session failed */
 	struct smtp_reply reply; /* the reply that failed it (code 0 when network/timeout) */
-	int error;               /* errno for network failures (ETIMEDOUT on timeouts), else 0 */
-	bool body_sent;          /* the body was (at least partly) sent: acceptance unknown */
+	int error;               /* errno for network failures (ETIMEDOUT on timeouts,
+	                            ECONNRESET when the server just closed, EPROTO for a
+	                            malformed reply or over-long line), else 0 */
+	bool body_sent;          /* body bytes left our buffer: acceptance unknown */
 	/* Always: */
 	struct smtp_client_rcpt_result *rcpts; /* one per requested recipient, in order */
 	size_t nrcpts;
 	struct smtp_ehlo_info ehlo; /* what the server offered */
-	char *error_text;        /* one-line description for logs when !completed, owned */
+	char *error_text;        /* one-line description for logs when !completed, owned:
+	                            "host H[A] said: 550 ... (in reply to MAIL FROM command)",
+	                            "lost connection with H[A] while sending message body" */
 };
 
 struct smtp_client_params {
@@ -72,7 +81,13 @@ typedef void (*smtp_client_cb)(struct smtp_client *c, const struct smtp_client_r
 /*
  * Starts the session on the connected fd. content_fd is positioned at the first byte of
  * the content (spool_open_content). rcpt_idx lists envelope recipient indices to send.
- * The result passed to cb stays valid until smtp_client_free.
+ * The result passed to cb stays valid until smtp_client_free. cb runs from the event
+ * loop, exactly once (unless the client is freed first), and may free the client.
+ * Two failures are decided locally after EHLO, before MAIL, with a synthesized reply at
+ * SMTP_STAGE_MAIL: SMTPUTF8 needed but not offered (550 5.6.7, RFC 6531 3.4) and content
+ * larger than the server's SIZE (552 5.3.4, RFC 1870). When !completed, rcpts[] still holds the RCPT rejections already
+ * received (they are final for those recipients).
+ * The process must ignore SIGPIPE (writes to a peer that hung up must fail with EPIPE).
  */
 struct smtp_client *smtp_client_start(struct event_base *base, int fd, int content_fd,
     const struct smtp_client_params *p, const struct envelope *env, const size_t *rcpt_idx,
