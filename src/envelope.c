@@ -528,6 +528,11 @@ envelope_apply_record(struct envelope *e, const char *p, const char *end)
 	int state = -1;
 	char reason[ENVELOPE_REASON_MAX + 1];
 
+	/* "H 1" / "H 0": the operator held or released the whole message. */
+	if (end - p == 3 && p[0] == 'H' && p[1] == ' ' && (p[2] == '0' || p[2] == '1')) {
+		e->held = p[2] == '1';
+		return true;
+	}
 	if (end - p < 2 || p[0] != 'R' || p[1] != ' ')
 		return false;
 	p += 2;

@@ -8,6 +8,7 @@
  *       received, unstuffed, CR LF line ends, our Received: header first) follows.
  *   - state records, appended to the message's state file after each attempt:
  *       "R <index> <state> <attempts> <next_attempt> <dsn> <reason>\n"
+ *     and message-level records "H 1\n" / "H 0\n" (held / released by the operator).
  *     The last record for a recipient wins. A trailing partial record (crash mid-write)
  *     carries no newline and is ignored, so the recipient stays in its previous state and
  *     is tried again: at-least-once, never lost.
@@ -52,6 +53,7 @@ struct envelope {
 	size_t nrcpts;
 	size_t rcpts_cap;
 	size_t content_size; /* bytes of content (set by the spool), 0 when unknown */
+	bool held;           /* on hold by the operator: not delivered until released */
 };
 
 struct envelope *envelope_new(void);

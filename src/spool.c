@@ -527,19 +527,15 @@ spool_trim_partial(int fd)
 	return ftruncate(fd, keep);
 }
 
-int
-spool_update_rcpt(struct spool *s, const struct envelope *e, size_t i)
+/* Appends one record to the message's state file, durably. */
+static int
+spool_append_state(struct spool *s, const struct envelope *e, const char *rec, size_t len)
 {
-	char rec[1024], name[SPOOL_NAME_MAX];
-	size_t len;
+	char name[SPOOL_NAME_MAX];
 	bool created = false;
 	struct stat st;
 	int fd, saved;
 
-	if (!envelope_id_valid(e->id) || (len = envelope_encode_state(e, i, rec, sizeof(rec))) == 0) {
-		errno = EINVAL;
-		return -1;
-	}
 	spool_state_name(e->id, name);
 	/* Read access too: spool_trim_partial looks at the tail. */
 	fd = openat(s->queue_fd, name, O_RDWR | O_APPEND | O_CLOEXEC);
@@ -580,6 +576,29 @@ spool_update_rcpt(struct spool *s, const struct envelope *e, size_t i)
 fail:
 	spool_close_quiet(fd);
 	return -1;
+}
+
+int
+spool_update_rcpt(struct spool *s, const struct envelope *e, size_t i)
+{
+	char rec[1024];
+	size_t len;
+
+	if (!envelope_id_valid(e->id) || (len = envelope_encode_state(e, i, rec, sizeof(rec))) == 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	return spool_append_state(s, e, rec, len);
+}
+
+int
+spool_update_hold(struct spool *s, const struct envelope *e)
+{
+	if (!envelope_id_valid(e->id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return spool_append_state(s, e, e->held ? "H 1\n" : "H 0\n", 4);
 }
 
 int

@@ -40,6 +40,8 @@ int spool_open_content(struct spool *s, const struct envelope *e);
 
 /* Appends (and fsyncs) the state record of recipient i. 0 or -1 + errno. */
 int spool_update_rcpt(struct spool *s, const struct envelope *e, size_t i);
+/* Appends (and fsyncs) the message's hold flag (e->held). 0 or -1 + errno. */
+int spool_update_hold(struct spool *s, const struct envelope *e);
 /* Removes a finished message (state file first, then the message). 0 or -1 + errno. */
 int spool_remove(struct spool *s, const char *id);
 

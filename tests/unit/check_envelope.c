@@ -607,6 +607,24 @@ START_TEST(test_id_format_and_uniqueness)
 }
 END_TEST
 
+START_TEST(test_state_hold_record)
+{
+	struct envelope *e = make_envelope("a@example.org", 1);
+	size_t bad = 9;
+	const char *recs = "H 1\nR 0 D 1 1700000100 4.4.1 x\n";
+
+	envelope_apply_states(e, recs, strlen(recs), &bad);
+	ck_assert(e->held);
+	ck_assert_uint_eq(bad, 0);
+	envelope_apply_states(e, "H 0\n", 4, &bad);
+	ck_assert(!e->held);
+	envelope_apply_states(e, "H 2\nH 1", 7, &bad); /* bad value; partial record */
+	ck_assert(!e->held);
+	ck_assert_uint_eq(bad, 1);
+	envelope_free(e);
+}
+END_TEST
+
 START_TEST(test_id_valid)
 {
 	ck_assert(envelope_id_valid("0123456789ABCDEF"));
@@ -1061,6 +1079,31 @@ START_TEST(test_spool_update_rcpt)
 }
 END_TEST
 
+START_TEST(test_spool_hold_persists)
+{
+	struct spool *s = spool_open(spool_path);
+	struct envelope *e = spool_message(s, "body\r\n", 6);
+	struct collected c = { .n = 0 };
+
+	e->held = true;
+	ck_assert_int_eq(spool_update_hold(s, e), 0);
+	set_state(e, 0, RCPT_DEFERRED, 1, 1700000100, "4.4.1", "connect timeout");
+	ck_assert_int_eq(spool_update_rcpt(s, e, 0), 0);
+	ck_assert_int_eq(spool_recover(s, collect_cb, &c), 1);
+	ck_assert(c.e[0]->held);
+	ck_assert_int_eq(c.e[0]->rcpts[0].state, RCPT_DEFERRED);
+	collected_free(&c);
+
+	e->held = false;
+	ck_assert_int_eq(spool_update_hold(s, e), 0);
+	ck_assert_int_eq(spool_recover(s, collect_cb, &c), 1);
+	ck_assert(!c.e[0]->held);
+	collected_free(&c);
+	envelope_free(e);
+	spool_close(s);
+}
+END_TEST
+
 START_TEST(test_spool_update_missing_message)
 {
 	struct spool *s = spool_open(spool_path);
@@ -1297,12 +1340,14 @@ envelope_suite(void)
 	tcase_add_test(tc, test_state_reason_sanitised);
 	tcase_add_test(tc, test_id_format_and_uniqueness);
 	tcase_add_test(tc, test_id_valid);
+	tcase_add_test(tc, test_state_hold_record);
 	tcase_add_test(tc, test_state_names);
 	suite_add_tcase(s, tc);
 
 	tcase_add_checked_fixture(sp, spool_setup, spool_teardown);
 	tcase_set_timeout(sp, 30);
 	tcase_add_test(sp, test_spool_layout);
+	tcase_add_test(sp, test_spool_hold_persists);
 	tcase_add_test(sp, test_spool_open_fails);
 	tcase_add_test(sp, test_spool_write_commit_recover);
 	tcase_add_test(sp, test_spool_empty_and_small_content);
