@@ -864,7 +864,7 @@ static void
 conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *base_dir)
 {
 	const config_setting_t *transports = NULL, *routes = NULL;
-	char *spool = NULL;
+	char *spool = NULL, *control = NULL;
 	long long n;
 
 	for (int i = 0; i < config_setting_length(root); i++) {
@@ -878,6 +878,8 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 				    c->hostname);
 		} else if (strcmp(key, "spool_dir") == 0)
 			get_string(ld, s, "spool_dir", &spool);
+		else if (strcmp(key, "control_socket") == 0)
+			get_string(ld, s, "control_socket", &control);
 		else if (strcmp(key, "listen") == 0)
 			parse_listen(ld, s, c);
 		else if (strcmp(key, "relay_networks") == 0)
@@ -914,6 +916,11 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 	conf_default_lists(c);
 	c->spool_dir = resolve_path(base_dir, spool != NULL ? spool : CONF_DEFAULT_SPOOL_DIR);
 	free(spool);
+	if (control != NULL)
+		c->control_socket = resolve_path(base_dir, control);
+	else
+		c->control_socket = xasprintf("%s/control", c->spool_dir);
+	free(control);
 }
 
 /* Parses (cfg already read or failed), validates, and hands back the result or NULL. */
@@ -1023,6 +1030,7 @@ conf_free(struct conf *c)
 	free(c->path);
 	free(c->hostname);
 	free(c->spool_dir);
+	free(c->control_socket);
 	free(c->listen);
 	free(c->relay_networks);
 	for (size_t i = 0; i < c->dns.nservers; i++)

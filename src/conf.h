@@ -60,6 +60,7 @@ struct conf {
 	char *hostname;          /* EHLO name and Received: by; default: gethostname() */
 	char *spool_dir;         /* absolute (resolved against the config file's directory);
 	                            default /var/spool/dualrelay */
+	char *control_socket;    /* dualrelayctl's unix socket; default SPOOL/control */
 	struct conf_listen *listen; /* default 127.0.0.1:2525 and [::1]:2525; port default 25 */
 	size_t nlisten;
 	struct netaddr_prefix *relay_networks; /* default: 127.0.0.0/8 and ::1/128 */

@@ -37,6 +37,7 @@
 #include "route.h"
 #include "smtp_client.h"
 #include "spool.h"
+#include "stats.h"
 #include "util.h"
 
 enum delivery_state {
@@ -239,6 +240,10 @@ on_race_fail(size_t index, int error, void *arg)
 	    xasprintf("connect to %s[%s]:%u: %s", t->host, a, netaddr_port(&t->addr),
 		strerror(error)));
 	report_health(d, ti, error == ETIMEDOUT ? HEALTH_CONNECT_TIMEOUT : HEALTH_CONNECT_FAILED);
+	if (error == ETIMEDOUT)
+		d->denv.stats->connect_timeout[stats_family(netaddr_family(&t->addr))]++;
+	else
+		d->denv.stats->connect_failed[stats_family(netaddr_family(&t->addr))]++;
 }
 
 static const char *
@@ -313,6 +318,9 @@ on_race(enum race_event ev, int fd, size_t index, const struct race_failure *fai
 	(void)nfailures; /* each failure was already recorded by on_race_fail */
 
 	if (ev == RACE_CONNECTED) {
+		if (netaddr_family(&d->targets[d->race_map[index]].addr) !=
+		    netaddr_family(&d->targets[d->race_map[0]].addr))
+			d->denv.stats->fallback_tcp++;
 		note_race_losers(d, index);
 		start_session(d, fd, d->race_map[index]);
 		return;
@@ -366,7 +374,7 @@ result_from_reply(struct delivery *d, struct delivery_result *res, size_t rcpt_i
 		return;
 	}
 	set_result(res, rcpt_index, reply->code >= 500 ? RCPT_BOUNCED : RCPT_DEFERRED, dsn, relay,
-	    netaddr_family(&t->addr), xasprintf("host %s[%s] said: %s (in reply to %s)", t->host,
+	    netaddr_family(&t->addr), xasprintf("host %s[%s] said: %s (%s)", t->host,
 		netaddr_ntop(&t->addr, a, sizeof(a)), line, smtp_client_stage_name(stage)));
 	free(line);
 }
@@ -414,6 +422,8 @@ begin_fallback(struct delivery *d, const size_t *keep, size_t n, int to)
 	d->nsession = n;
 	d->fell_back = true;
 	d->fallback_family = to;
+	d->denv.stats->fallback_smtp++;
+	d->denv.stats->family_rejected[stats_family(netaddr_family(&d->targets[d->current].addr))]++;
 	report_health(d, d->current, HEALTH_FAMILY_REJECTED);
 	schedule_step(d, STEP_FALLBACK);
 }

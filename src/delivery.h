@@ -38,12 +38,14 @@ struct delivery_result {
 };
 
 struct health;
+struct stats;
 
 struct delivery_env {
 	struct event_base *base;
 	struct dns *dns;
 	struct spool *spool;
 	struct health *health;   /* may be NULL */
+	struct stats *stats;     /* counters to bump; never NULL */
 };
 
 typedef void (*delivery_cb)(struct delivery *d, const struct delivery_result *results,

@@ -19,6 +19,7 @@
 #include <event2/event.h>
 
 #include "conf.h"
+#include "control.h"
 #include "dns.h"
 #include "explain.h"
 #include "health.h"
@@ -27,6 +28,7 @@
 #include "selfcheck.h"
 #include "smtp_server.h"
 #include "spool.h"
+#include "stats.h"
 #include "util.h"
 
 #define SHUTDOWN_GRACE_S 10
@@ -38,8 +40,10 @@ struct daemon {
 	struct dns *dns;
 	struct spool *spool;
 	struct health *health;
+	struct stats stats;
 	struct queue *queue;
 	struct smtp_server *server;
+	struct control *control;
 	struct selfcheck *selfcheck;
 	struct event *sig_term, *sig_int, *sig_hup, *shutdown_tick;
 	uint64_t shutdown_deadline;
@@ -110,23 +114,39 @@ on_terminate(evutil_socket_t sig, short what, void *arg)
 	event_add(d->shutdown_tick, &tv);
 }
 
-static void
-on_reload(evutil_socket_t sig, short what, void *arg)
+/* Loads the file again; an invalid one is refused and the running one kept. */
+static int
+daemon_reload(void *arg, char **errors)
 {
 	struct daemon *d = arg;
-	(void)sig;
-	(void)what;
-	struct conf *c = load_conf(d->conf_path, false);
+	char *errs = NULL;
+	struct conf *c = conf_load(d->conf_path, true, &errs);
 	if (c == NULL) {
 		log_error("reload: %s has errors; keeping the running configuration", d->conf_path);
-		return;
+		for (char *line = strtok(errs, "\n"); line; line = strtok(NULL, "\n"))
+			log_error("%s", line);
+		if (errors)
+			*errors = errs ? errs : xstrdup("configuration error\n");
+		else
+			free(errs);
+		return -1;
 	}
+	free(errs);
 	smtp_server_set_conf(d->server, c);
 	queue_set_conf(d->queue, c);
 	conf_free(d->conf);
 	d->conf = c;
 	log_set_level(c->log_level);
 	log_info("reload: configuration %s loaded", d->conf_path);
+	return 0;
+}
+
+static void
+on_reload(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig;
+	(void)what;
+	daemon_reload(arg, NULL);
 }
 
 /* The SMTP server committed a message: the queue takes it over. */
@@ -203,11 +223,20 @@ daemon_start(struct daemon *d, bool foreground)
 	d->health = health_new(health_path, NULL);
 	free(health_path);
 	health_load(d->health, time(NULL));
-	d->queue = queue_new(d->base, d->spool, d->dns, d->health, c);
+	struct queue_deps deps = { d->base, d->spool, d->dns, d->health, &d->stats };
+	d->queue = queue_new(&deps, c);
 	if (queue_recover(d->queue) < 0)
 		return -1;
 	d->server = smtp_server_new(d->base, c, d->spool, on_message, d->queue);
 	if (smtp_server_listen(d->server) < 0)
+		return -1;
+	struct control_deps cd = {
+		.base = d->base, .queue = d->queue, .spool = d->spool, .health = d->health,
+		.stats = &d->stats, .dns = d->dns, .server = d->server, .conf = &d->conf,
+		.reload = daemon_reload, .reload_arg = d, .started = dr_now(),
+	};
+	d->control = control_new(&cd, c->control_socket);
+	if (d->control == NULL)
 		return -1;
 	d->selfcheck = selfcheck_start(d->base, d->dns, c, on_selfcheck, d);
 	d->sig_term = evsignal_new(d->base, SIGTERM, on_terminate, d);
@@ -225,6 +254,7 @@ static void
 daemon_stop(struct daemon *d)
 {
 	selfcheck_free(d->selfcheck);
+	control_free(d->control);
 	if (d->server)
 		smtp_server_free(d->server);
 	if (d->queue)

@@ -25,6 +25,7 @@
 #include "netaddr.h"
 #include "queue.h"
 #include "spool.h"
+#include "stats.h"
 #include "util.h"
 
 #define HEAP_NONE SIZE_MAX
@@ -37,6 +38,7 @@ struct queue_msg {
 	size_t heap_pos;         /* HEAP_NONE when not in the heap */
 	bool *busy;              /* per recipient: part of a running or waiting job */
 	unsigned jobs;           /* jobs (waiting or running) of this message */
+	bool deleted;            /* removed by the operator: drop when its jobs end */
 };
 
 struct queue_job {
@@ -66,7 +68,8 @@ struct queue {
 	struct queue_job_list running;
 	size_t nrunning;
 	struct event *wake_ev;   /* fires at the heap top's due time */
-	struct queue_stats stats;
+	struct stats *stats;     /* borrowed counters */
+	struct stats own_stats;  /* used when the caller gives none */
 };
 
 static void queue_arm(struct queue *q);
@@ -170,6 +173,8 @@ static double
 msg_next_due(const struct queue_msg *m)
 {
 	double due = 0;
+	if (m->env->held || m->deleted)
+		return 0;
 	for (size_t i = 0; i < m->env->nrcpts; i++) {
 		const struct envelope_rcpt *r = &m->env->rcpts[i];
 		if (!rcpt_open(r) || m->busy[i])
@@ -209,11 +214,11 @@ msg_settle(struct queue *q, struct queue_msg *m)
 			heap_set(q, m, due);
 		return;
 	}
-	if (envelope_done(m->env)) {
+	if (m->deleted || envelope_done(m->env)) {
 		if (spool_remove(q->spool, m->env->id) < 0)
 			log_error("%s: cannot remove queue file: %s", m->env->id, strerror(errno));
 		else
-			log_info("%s: removed", m->env->id);
+			log_info("%s: removed%s", m->env->id, m->deleted ? " by the operator" : "");
 		msg_forget(q, m);
 		return;
 	}
@@ -276,11 +281,11 @@ apply_result(struct queue *q, struct queue_msg *m, const struct delivery_result 
 	switch (res->state) {
 	case RCPT_DELIVERED:
 		status = "sent";
-		q->stats.delivered++;
+		q->stats->delivered[stats_family(res->family)]++;
 		break;
 	case RCPT_BOUNCED:
 		status = "bounced";
-		q->stats.bounced++;
+		q->stats->bounced[stats_family(res->family)]++;
 		break;
 	default:
 		if (now - m->env->arrival >= (time_t)c->queue.max_lifetime_s) {
@@ -292,14 +297,14 @@ apply_result(struct queue *q, struct queue_msg *m, const struct delivery_result 
 			r->state = RCPT_BOUNCED;
 			r->dsn[0] = '5';
 			status = "expired";
-			q->stats.bounced++;
+			q->stats->bounced[stats_family(res->family)]++;
 			break;
 		}
 		r->state = RCPT_DEFERRED;
 		r->next_attempt = now + queue_backoff_s(r->attempts, c->queue.retry_min_s,
 		    c->queue.retry_max_s, dr_random(UINT32_MAX));
 		status = "deferred";
-		q->stats.deferred++;
+		q->stats->deferred[stats_family(res->family)]++;
 		break;
 	}
 	record(q, m, res->index);
@@ -341,7 +346,7 @@ on_delivered(struct delivery *d, const struct delivery_result *results, size_t n
 static void
 job_start(struct queue *q, struct queue_job *j)
 {
-	struct delivery_env denv = { q->base, q->dns, q->spool, q->health };
+	struct delivery_env denv = { q->base, q->dns, q->spool, q->health, q->stats };
 	TAILQ_INSERT_TAIL(&q->running, j, entry);
 	q->nrunning++;
 	j->delivery = delivery_start(&denv, j->conf, j->msg->env, j->domain, j->rcpts, j->nrcpts,
@@ -375,7 +380,7 @@ expire_if_old(struct queue *q, struct queue_msg *m, size_t i)
 	r->dsn[0] = '5';
 	if (r->dsn[1] == '\0')
 		dr_strlcpy(r->dsn, "5.4.7", sizeof(r->dsn));
-	q->stats.bounced++;
+	q->stats->bounced[STATS_NONE]++;
 	record(q, m, i);
 	log_outcome(m, r, "none", AF_UNSPEC, "expired");
 }
@@ -462,19 +467,19 @@ queue_arm(struct queue *q)
 /* ---- Public ---- */
 
 struct queue *
-queue_new(struct event_base *base, struct spool *spool, struct dns *dns,
-    struct health *health, struct conf *conf)
+queue_new(const struct queue_deps *deps, struct conf *conf)
 {
 	struct queue *q = xcalloc(1, sizeof(*q));
-	q->base = base;
-	q->health = health;
-	q->spool = spool;
-	q->dns = dns;
+	q->base = deps->base;
+	q->health = deps->health;
+	q->spool = deps->spool;
+	q->dns = deps->dns;
+	q->stats = deps->stats ? deps->stats : &q->own_stats;
 	q->conf = conf_ref(conf);
 	TAILQ_INIT(&q->msgs);
 	TAILQ_INIT(&q->waiting);
 	TAILQ_INIT(&q->running);
-	q->wake_ev = event_new(base, -1, 0, on_wake, q);
+	q->wake_ev = event_new(q->base, -1, 0, on_wake, q);
 	return q;
 }
 
@@ -502,7 +507,7 @@ queue_insert(struct queue *q, struct envelope *e, double arrival)
 void
 queue_add(struct queue *q, struct envelope *e)
 {
-	q->stats.received++;
+	q->stats->received++;
 	queue_insert(q, e, dr_now());
 }
 
@@ -527,9 +532,115 @@ queue_recover(struct queue *q)
 void
 queue_get_stats(const struct queue *q, struct queue_stats *out)
 {
-	*out = q->stats;
+	const struct queue_msg *m;
+	memset(out, 0, sizeof(*out));
 	out->messages = q->nmsgs;
 	out->active = q->nrunning;
+	TAILQ_FOREACH(m, &q->msgs, all) {
+		out->held += m->env->held;
+		if (out->oldest_arrival == 0 || m->env->arrival < out->oldest_arrival)
+			out->oldest_arrival = m->env->arrival;
+	}
+}
+
+/* ---- Operator actions ---- */
+
+static struct queue_msg *
+msg_by_id(const struct queue *q, const char *id)
+{
+	struct queue_msg *m;
+	TAILQ_FOREACH(m, &q->msgs, all)
+		if (strcasecmp(m->env->id, id) == 0 && !m->deleted)
+			return m;
+	return NULL;
+}
+
+void
+queue_foreach(const struct queue *q, queue_visit_fn fn, void *arg)
+{
+	const struct queue_msg *m;
+	TAILQ_FOREACH(m, &q->msgs, all)
+		if (!m->deleted)
+			fn(m->env, m->jobs > 0, arg);
+}
+
+const struct envelope *
+queue_find(const struct queue *q, const char *id, bool *active)
+{
+	const struct queue_msg *m = msg_by_id(q, id);
+	if (m && active)
+		*active = m->jobs > 0;
+	return m ? m->env : NULL;
+}
+
+static bool
+msg_has_domain(const struct queue_msg *m, const char *domain)
+{
+	for (size_t i = 0; i < m->env->nrcpts; i++)
+		if (rcpt_open(&m->env->rcpts[i]) &&
+		    strcasecmp(smtp_mailbox_domain(m->env->rcpts[i].addr), domain) == 0)
+			return true;
+	return false;
+}
+
+size_t
+queue_flush(struct queue *q, const char *what)
+{
+	struct queue_msg *m;
+	size_t n = 0;
+	time_t now = time(NULL);
+	TAILQ_FOREACH(m, &q->msgs, all) {
+		if (m->deleted || m->env->held)
+			continue;
+		if (what && strcasecmp(m->env->id, what) != 0 && !msg_has_domain(m, what))
+			continue;
+		bool any = false;
+		for (size_t i = 0; i < m->env->nrcpts; i++) {
+			struct envelope_rcpt *r = &m->env->rcpts[i];
+			if (r->state == RCPT_DEFERRED && !m->busy[i]) {
+				r->next_attempt = now;
+				any = true;
+			}
+		}
+		if (any) {
+			n++;
+			log_info("%s: flushed by the operator", m->env->id);
+			msg_settle(q, m);
+		}
+	}
+	queue_arm(q);
+	return n;
+}
+
+int
+queue_delete(struct queue *q, const char *id)
+{
+	struct queue_msg *m = msg_by_id(q, id);
+	if (m == NULL)
+		return -1;
+	m->deleted = true;
+	log_info("%s: deleted by the operator%s", m->env->id,
+	    m->jobs ? " (after the delivery in progress)" : "");
+	msg_settle(q, m);
+	queue_arm(q);
+	return 0;
+}
+
+int
+queue_hold(struct queue *q, const char *id, bool hold)
+{
+	struct queue_msg *m = msg_by_id(q, id);
+	if (m == NULL)
+		return -1;
+	if (m->env->held != hold) {
+		m->env->held = hold;
+		if (spool_update_hold(q->spool, m->env) < 0)
+			log_error("%s: cannot record hold state: %s", m->env->id, strerror(errno));
+		log_info("%s: %s by the operator", m->env->id, hold ? "held" : "released");
+		msg_settle(q, m);
+		queue_arm(q);
+	}
+	return 0;
 }
 
 void
