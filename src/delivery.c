@@ -60,6 +60,7 @@ struct delivery {
 	const struct conf *conf;
 	const struct conf_transport *transport;
 	const struct envelope *env;
+	double arrival;          /* when the message came in, for delay= */
 	char *domain;            /* owned, lower case */
 	size_t *rcpts;           /* owned copy of the recipient indices */
 	size_t nrcpts;
@@ -407,7 +408,7 @@ log_fallback(struct delivery *d, size_t pos, int to)
 	const struct delivery_result *r = &d->results[pos];
 	log_info("%s: to=<%s>, relay=%s, family=%s, delay=%.2f, dsn=%s, status=fallback (%s; "
 	    "retrying over %s)", d->env->id, d->env->rcpts[r->index].addr, r->relay,
-	    family_name(r->family), dr_now() - (double)d->env->arrival, r->dsn, r->reason,
+	    family_name(r->family), dr_now() - d->arrival, r->dsn, r->reason,
 	    family_name(to));
 }
 
@@ -542,10 +543,11 @@ on_step(evutil_socket_t fd, short what, void *arg)
 
 struct delivery *
 delivery_start(const struct delivery_env *denv, const struct conf *conf,
-    const struct envelope *env, const char *domain, const size_t *rcpt_idx, size_t nrcpt,
-    delivery_cb cb, void *arg)
+    const struct envelope *env, double arrival, const char *domain, const size_t *rcpt_idx,
+    size_t nrcpt, delivery_cb cb, void *arg)
 {
 	struct delivery *d = xcalloc(1, sizeof(*d));
+	d->arrival = arrival;
 	d->denv = *denv;
 	d->conf = conf;
 	d->env = env;

@@ -51,9 +51,10 @@ struct delivery_env {
 typedef void (*delivery_cb)(struct delivery *d, const struct delivery_result *results,
     size_t n, void *arg);
 
+/* arrival: when the message was received (sub-second), for delay= in log lines. */
 struct delivery *delivery_start(const struct delivery_env *denv, const struct conf *conf,
-    const struct envelope *env, const char *domain, const size_t *rcpt_idx, size_t nrcpt,
-    delivery_cb cb, void *arg);
+    const struct envelope *env, double arrival, const char *domain, const size_t *rcpt_idx,
+    size_t nrcpt, delivery_cb cb, void *arg);
 void delivery_free(struct delivery *d);
 
 #endif

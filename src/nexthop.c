@@ -196,9 +196,11 @@ build_plan(struct nexthop *n)
 	else if (n->plan.nskipped > 0)
 		why = xasprintf("no usable %saddress for %s: every address was skipped (%s)", fam,
 		    n->domain, n->plan.skipped[0].why);
-	else
+	else if (fam[0] != '\0') /* "%.4s": the family name without fam's trailing space */
 		why = xasprintf("no %saddress found for the mail hosts of %s (transport %s allows "
-		    "%s only)", fam, n->domain, n->t->name, fam[0] ? fam : "any family");
+		    "%.4s only)", fam, n->domain, n->t->name, fam);
+	else
+		why = xasprintf("no address found for the mail hosts of %s", n->domain);
 	/* Defer, never bounce here: DNS may be repaired; the queue lifetime bounds it. */
 	report(n, NEXTHOP_DEFER, tempfail ? "4.4.3" : "4.4.4", why);
 }

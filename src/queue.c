@@ -349,7 +349,8 @@ job_start(struct queue *q, struct queue_job *j)
 	struct delivery_env denv = { q->base, q->dns, q->spool, q->health, q->stats };
 	TAILQ_INSERT_TAIL(&q->running, j, entry);
 	q->nrunning++;
-	j->delivery = delivery_start(&denv, j->conf, j->msg->env, j->domain, j->rcpts, j->nrcpts,
+	j->delivery = delivery_start(&denv, j->conf, j->msg->env, j->msg->arrival, j->domain,
+	    j->rcpts, j->nrcpts, on_delivered, j);
 	    on_delivered, j);
 }
 
