@@ -351,7 +351,6 @@ job_start(struct queue *q, struct queue_job *j)
 	q->nrunning++;
 	j->delivery = delivery_start(&denv, j->conf, j->msg->env, j->msg->arrival, j->domain,
 	    j->rcpts, j->nrcpts, on_delivered, j);
-	    on_delivered, j);
 }
 
 static void
