@@ -83,6 +83,8 @@ struct conf {
 		unsigned max_lifetime_s; /* default 432000 (5 days) */
 		unsigned delay_warning_s;/* default 0 (off) */
 		unsigned max_active;     /* outbound deliveries at once (global bound); default 100 */
+		unsigned destination_concurrency; /* per recipient domain; default 20, as
+		                            Postfix's default_destination_concurrency_limit */
 	} queue;
 
 	struct {

@@ -1,8 +1,11 @@
 /*
  * queue: the scheduler (see queue.h). Every message in memory is a queue_msg; a message
  * with recipients to try sits in the time heap at its earliest due time. When it comes
- * due, its due recipients are grouped by domain into jobs; jobs wait in a FIFO until a
- * delivery slot is free (conf queue.max_active), then run. A job's outcome is written
+ * due, its due recipients are grouped by domain into jobs; jobs wait per destination
+ * (recipient domain) until a slot is free both globally (queue.max_active) and for that
+ * destination (queue.destination_concurrency), then run. Destinations with waiting jobs
+ * and a free slot take turns (round robin), so one busy domain cannot starve the others,
+ * and finding the next job never scans the queue. A job's outcome is written
  * to the spool and logged recipient by recipient, then the message is rescheduled at its
  * next due time, or removed when every recipient is final.
  *
@@ -41,9 +44,12 @@ struct queue_msg {
 	bool deleted;            /* removed by the operator: drop when its jobs end */
 };
 
+struct queue_dest;
+
 struct queue_job {
 	TAILQ_ENTRY(queue_job) entry;
 	struct queue *q;
+	struct queue_dest *dest; /* the destination it waits or runs for */
 	struct queue_msg *msg;   /* borrowed; kept alive by msg->jobs */
 	char *domain;            /* owned */
 	size_t *rcpts;           /* owned */
@@ -53,6 +59,20 @@ struct queue_job {
 };
 TAILQ_HEAD(queue_job_list, queue_job);
 TAILQ_HEAD(queue_msg_list, queue_msg);
+
+/* One recipient domain's jobs; exists while it has jobs waiting or running. */
+struct queue_dest {
+	char *name;              /* owned, lower case */
+	struct queue_dest *hnext;/* hash chain */
+	struct queue_job_list waiting;
+	size_t nwaiting;
+	unsigned running;
+	bool ready;              /* in the queue's ready list */
+	TAILQ_ENTRY(queue_dest) ready_entry;
+};
+TAILQ_HEAD(queue_dest_list, queue_dest);
+
+#define DEST_BUCKETS 4096
 
 struct queue {
 	struct event_base *base;
@@ -64,7 +84,8 @@ struct queue {
 	size_t nheap, heap_cap;
 	size_t nmsgs;
 	struct queue_msg_list msgs;
-	struct queue_job_list waiting;
+	struct queue_dest *dests[DEST_BUCKETS]; /* by name */
+	struct queue_dest_list ready; /* destinations with a job waiting and a free slot */
 	struct queue_job_list running;
 	size_t nrunning;
 	struct event *wake_ev;   /* fires at the heap top's due time */
@@ -311,6 +332,73 @@ apply_result(struct queue *q, struct queue_msg *m, const struct delivery_result 
 	log_outcome(m, r, res->relay, res->family, status);
 }
 
+/* ---- Destinations ---- */
+
+static unsigned
+dest_hash(const char *name)
+{
+	unsigned h = 2166136261u; /* FNV-1a */
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h % DEST_BUCKETS;
+}
+
+static struct queue_dest *
+dest_get(struct queue *q, const char *name)
+{
+	unsigned h = dest_hash(name);
+	for (struct queue_dest *d = q->dests[h]; d; d = d->hnext)
+		if (strcmp(d->name, name) == 0)
+			return d;
+	struct queue_dest *d = xcalloc(1, sizeof(*d));
+	d->name = xstrdup(name);
+	TAILQ_INIT(&d->waiting);
+	d->hnext = q->dests[h];
+	q->dests[h] = d;
+	return d;
+}
+
+static void
+dest_free(struct queue *q, struct queue_dest *d)
+{
+	struct queue_dest **pp = &q->dests[dest_hash(d->name)];
+	while (*pp != d)
+		pp = &(*pp)->hnext;
+	*pp = d->hnext;
+	if (d->ready)
+		TAILQ_REMOVE(&q->ready, d, ready_entry);
+	free(d->name);
+	free(d);
+}
+
+/* After a change of d's counts: join or leave the ready list, or go away. */
+static void
+dest_update(struct queue *q, struct queue_dest *d)
+{
+	unsigned limit = q->conf->queue.destination_concurrency ?
+	    q->conf->queue.destination_concurrency : 1;
+	bool ready = d->nwaiting > 0 && d->running < limit;
+	if (ready && !d->ready) {
+		TAILQ_INSERT_TAIL(&q->ready, d, ready_entry);
+		d->ready = true;
+	} else if (!ready && d->ready) {
+		TAILQ_REMOVE(&q->ready, d, ready_entry);
+		d->ready = false;
+	}
+	if (d->nwaiting == 0 && d->running == 0)
+		dest_free(q, d);
+}
+
+static void
+dest_enqueue(struct queue *q, struct queue_job *j)
+{
+	struct queue_dest *d = dest_get(q, j->domain);
+	j->dest = d;
+	TAILQ_INSERT_TAIL(&d->waiting, j, entry);
+	d->nwaiting++;
+	dest_update(q, d);
+}
+
 /* ---- Jobs ---- */
 
 static void
@@ -336,6 +424,8 @@ on_delivered(struct delivery *d, const struct delivery_result *results, size_t n
 	delivery_free(d);
 	TAILQ_REMOVE(&q->running, j, entry);
 	q->nrunning--;
+	j->dest->running--;
+	dest_update(q, j->dest);
 	m->jobs--;
 	job_free(j);
 	msg_settle(q, m);
@@ -357,9 +447,15 @@ static void
 queue_pump(struct queue *q)
 {
 	unsigned max = q->conf->queue.max_active ? q->conf->queue.max_active : 1;
-	struct queue_job *j;
-	while (q->nrunning < max && (j = TAILQ_FIRST(&q->waiting)) != NULL) {
-		TAILQ_REMOVE(&q->waiting, j, entry);
+	struct queue_dest *dest;
+	while (q->nrunning < max && (dest = TAILQ_FIRST(&q->ready)) != NULL) {
+		TAILQ_REMOVE(&q->ready, dest, ready_entry);
+		dest->ready = false;
+		struct queue_job *j = TAILQ_FIRST(&dest->waiting);
+		TAILQ_REMOVE(&dest->waiting, j, entry);
+		dest->nwaiting--;
+		dest->running++;
+		dest_update(q, dest); /* back to the end of the ready list, if still ready */
 		job_start(q, j);
 	}
 }
@@ -428,7 +524,7 @@ msg_dispatch(struct queue *q, struct queue_msg *m, double now)
 			m->busy[k] = true;
 		}
 		m->jobs++;
-		TAILQ_INSERT_TAIL(&q->waiting, j, entry);
+		dest_enqueue(q, j);
 	}
 	msg_settle(q, m);
 }
@@ -477,7 +573,7 @@ queue_new(const struct queue_deps *deps, struct conf *conf)
 	q->stats = deps->stats ? deps->stats : &q->own_stats;
 	q->conf = conf_ref(conf);
 	TAILQ_INIT(&q->msgs);
-	TAILQ_INIT(&q->waiting);
+	TAILQ_INIT(&q->ready);
 	TAILQ_INIT(&q->running);
 	q->wake_ev = event_new(q->base, -1, 0, on_wake, q);
 	return q;
@@ -654,9 +750,17 @@ queue_free(struct queue *q)
 		delivery_free(j->delivery);
 		job_free(j);
 	}
-	while ((j = TAILQ_FIRST(&q->waiting)) != NULL) {
-		TAILQ_REMOVE(&q->waiting, j, entry);
-		job_free(j);
+	for (size_t b = 0; b < DEST_BUCKETS; b++) {
+		struct queue_dest *d;
+		while ((d = q->dests[b]) != NULL) {
+			while ((j = TAILQ_FIRST(&d->waiting)) != NULL) {
+				TAILQ_REMOVE(&d->waiting, j, entry);
+				job_free(j);
+			}
+			d->nwaiting = 0;
+			d->running = 0;
+			dest_free(q, d);
+		}
 	}
 	struct queue_msg *m;
 	while ((m = TAILQ_FIRST(&q->msgs)) != NULL) {
