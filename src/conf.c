@@ -502,7 +502,7 @@ parse_relay(const char *text, struct conf_transport *t, bool *has_port)
 	bool bracketed = false;
 	struct netaddr a;
 	char *host;
-	uint16_t port;
+	uint16_t port = 0;
 
 	*has_port = false;
 	if (text[0] == '[') {

@@ -1,2 +1,1100 @@
-/* smtp_server: placeholder until written. */
+/*
+ * smtp_server: the listening sockets and the inbound ESMTP sessions (RFC 5321).
+ *
+ * Ownership: the server owns its listeners and every session; a session owns its
+ * bufferevent, its conf reference, the envelope of the transaction in progress and the
+ * spool writer while DATA is being received. When a message is committed the envelope
+ * is handed to the message callback and the session forgets it.
+ *
+ * A session is a state machine (enum session_state, session_state_name for logs) driven
+ * by one function, session_process, that consumes the input buffer in order: command
+ * lines in the command states, the transparent DATA stream (smtp_data_decode) in
+ * SESSION_DATA. Replies are appended to the output buffer in the order the commands
+ * arrived, so RFC 2920 pipelining needs nothing special; the spool commit is
+ * synchronous, so no later command is looked at before the reply to DATA is written.
+ * When a client pipelines faster than it reads replies, reading pauses until the
+ * output drains.
+ *
+ * Sessions are never freed under a running bufferevent callback: closing marks the
+ * session and activates a zero-delay event that frees it (as OpenSMTPD and tmux do).
+ *
+ * Log lines follow Postfix's smtpd ("connect from", "disconnect from ... ehlo=1 mail=1
+ * rcpt=1 data=1 quit=1 commands=5", "NOQUEUE: reject: RCPT from ...") so that operators'
+ * tools keep working.
+ */
 #include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "conf.h"
+#include "envelope.h"
+#include "log.h"
+#include "netaddr.h"
+#include "smtp_proto.h"
+#include "smtp_server.h"
+#include "spool.h"
+#include "util.h"
+
+/* Postfix's smtpd_hard_error_limit: after this many errors the client is dropped. */
+#define SMTP_SERVER_MAX_ERRORS 20
+/* Stop reading pipelined commands while this many reply bytes wait for the client. */
+#define SMTP_SERVER_OUTPUT_HIGH (64 * 1024)
+/* DATA is decoded in chunks of at most this size (the decoder output buffer). */
+#define SMTP_SERVER_DATA_CHUNK (16 * 1024)
+/* A HELO/EHLO argument longer than a domain name cannot be valid. */
+#define SMTP_SERVER_HELO_MAX SMTP_DOMAIN_MAX
+/* listen(2) backlog. */
+#define SMTP_SERVER_BACKLOG 128
+/* After an accept error (EMFILE...), listeners pause this long instead of spinning. */
+#define SMTP_SERVER_ACCEPT_PAUSE_S 1
+
+enum session_state {
+	SESSION_INIT,     /* greeting sent, waiting for HELO/EHLO */
+	SESSION_HELO,     /* HELO/EHLO done, no mail transaction */
+	SESSION_MAIL,     /* MAIL accepted; RCPT (and DATA once a recipient is accepted) */
+	SESSION_DATA,     /* 354 sent, receiving content until CR LF . CR LF */
+	SESSION_CLOSING,  /* last reply queued or connection lost; freed soon */
+};
+
+/* What happened to the content of the DATA in progress. */
+enum data_status {
+	DATA_OK,          /* everything so far is in the spool writer */
+	DATA_TOO_BIG,     /* over max_message_size: discard to the end, then 552 */
+	DATA_WRITE_ERROR, /* spool write failed: discard to the end, then 452 */
+};
+
+/* Per-verb counters for the "disconnect from" line; ok counts replies below 400. */
+struct session_count {
+	unsigned total;
+	unsigned ok;
+};
+
+#define SESSION_NVERBS (SMTP_VERB_BDAT + 1)
+
+struct smtp_session {
+	struct smtp_server *srv;      /* back pointer; the server owns the session */
+	struct smtp_session *prev, *next; /* the server's list of sessions */
+	struct conf *conf;            /* reference held for the session's lifetime */
+	struct bufferevent *bev;      /* owned; closes the socket when freed */
+	struct event *free_ev;        /* owned; zero-delay event that frees the session */
+	enum session_state state;
+	bool close_after_flush;       /* SESSION_CLOSING: free once the output is written */
+	bool paused;                  /* reading stopped until the output drains */
+	bool discarding;              /* skipping the rest of an over-long command line */
+	bool esmtp;                   /* EHLO (not HELO) was used: "with ESMTP" */
+	bool relay_ok;                /* client address is in relay_networks */
+
+	struct netaddr peer;          /* client address (IPv4-mapped made plain IPv4) */
+	char peer_ip[NETADDR_STRLEN]; /* "192.0.2.1" / "2001:db8::1" */
+	char peer_name[NETADDR_STRLEN + 8]; /* "[192.0.2.1]:1234" for logs */
+	char *helo;                   /* owned; HELO/EHLO argument, NULL before */
+
+	struct envelope *env;         /* owned; the transaction in progress, NULL outside */
+	struct spool_writer *writer;  /* owned while receiving DATA */
+	struct smtp_data_decoder dec; /* DATA transparency and end detection */
+	enum data_status data_status;
+	int data_errno;               /* errno of a spool write failure */
+	size_t data_size;             /* content bytes received (unstuffed) */
+	size_t spool_size;            /* bytes written to the writer (Received: + content) */
+
+	enum smtp_verb last_verb;     /* for "timeout after DATA" style log lines */
+	int last_code;                /* code of the last reply, for counting */
+	unsigned errors;              /* error replies so far (SMTP_SERVER_MAX_ERRORS) */
+	struct session_count counts[SESSION_NVERBS]; /* by verb; UNKNOWN = unknown */
+	struct session_count commands; /* all commands */
+
+	char line[SMTP_COMMAND_LINE_MAX + 1]; /* the command being handled, NUL-terminated */
+	char data_out[SMTP_SERVER_DATA_CHUNK + 16]; /* decoder output */
+};
+
+struct smtp_server {
+	struct event_base *base;      /* borrowed */
+	struct conf *conf;            /* reference; new sessions take their own */
+	struct spool *spool;          /* borrowed */
+	smtp_server_message_cb cb;    /* receives committed envelopes */
+	void *cb_arg;
+	struct evconnlistener **listeners; /* owned, one per conf->listen entry */
+	size_t nlisteners;
+	size_t listeners_cap;
+	struct event *accept_pause_ev; /* owned; re-enables listeners after accept errors */
+	struct smtp_session *sessions; /* owned list */
+	unsigned nsessions;
+};
+
+static void session_process(struct smtp_session *s);
+static void session_close_after_reply(struct smtp_session *s);
+
+static const char *
+session_state_name(enum session_state st)
+{
+	switch (st) {
+	case SESSION_INIT:
+		return "INIT";
+	case SESSION_HELO:
+		return "HELO";
+	case SESSION_MAIL:
+		return "MAIL";
+	case SESSION_DATA:
+		return "DATA";
+	case SESSION_CLOSING:
+		return "CLOSING";
+	}
+	return "?";
+}
+
+/* The name Postfix uses in "disconnect from" counters for a verb. */
+static const char *
+session_count_name(enum smtp_verb v)
+{
+	switch (v) {
+	case SMTP_VERB_UNKNOWN:
+		return "unknown";
+	case SMTP_VERB_HELO:
+		return "helo";
+	case SMTP_VERB_EHLO:
+		return "ehlo";
+	case SMTP_VERB_MAIL:
+		return "mail";
+	case SMTP_VERB_RCPT:
+		return "rcpt";
+	case SMTP_VERB_DATA:
+		return "data";
+	case SMTP_VERB_RSET:
+		return "rset";
+	case SMTP_VERB_NOOP:
+		return "noop";
+	case SMTP_VERB_QUIT:
+		return "quit";
+	case SMTP_VERB_HELP:
+		return "help";
+	case SMTP_VERB_VRFY:
+		return "vrfy";
+	case SMTP_VERB_EXPN:
+		return "expn";
+	case SMTP_VERB_STARTTLS:
+		return "starttls";
+	case SMTP_VERB_AUTH:
+		return "auth";
+	case SMTP_VERB_BDAT:
+		return "bdat";
+	}
+	return "unknown";
+}
+
+/* Postfix's order of the counters in the "disconnect from" line. */
+static const enum smtp_verb session_count_order[] = {
+	SMTP_VERB_HELO, SMTP_VERB_EHLO, SMTP_VERB_STARTTLS, SMTP_VERB_AUTH, SMTP_VERB_MAIL,
+	SMTP_VERB_RCPT, SMTP_VERB_DATA, SMTP_VERB_BDAT, SMTP_VERB_RSET, SMTP_VERB_NOOP,
+	SMTP_VERB_VRFY, SMTP_VERB_EXPN, SMTP_VERB_HELP, SMTP_VERB_QUIT, SMTP_VERB_UNKNOWN,
+};
+
+static bool
+str_has_8bit(const char *p)
+{
+	for (; *p != '\0'; p++)
+		if ((unsigned char)*p >= 0x80)
+			return true;
+	return false;
+}
+
+/*
+ * Replies
+ */
+
+/*
+ * Queues one reply line (CR LF added). The code is read from the text to count errors:
+ * Postfix counts every 4xx/5xx towards the hard error limit, except the 452 for too many
+ * recipients, which a well-behaved client provokes on purpose (RFC 5321 4.5.3.1.10).
+ */
+static void
+session_reply(struct smtp_session *s, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n > sizeof(buf) - 3)
+		n = (int)(sizeof(buf) - 3);
+	log_debug("%s > %.*s", s->peer_name, n, buf);
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	bufferevent_write(s->bev, buf, (size_t)n);
+
+	s->last_code = atoi(buf);
+	if (s->last_code >= 400 && strncmp(buf, "452 4.5.3", 9) != 0)
+		s->errors++;
+}
+
+/* Drops the transaction in progress (RSET, EHLO, end of DATA). */
+static void
+session_reset_transaction(struct smtp_session *s)
+{
+	if (s->writer != NULL) {
+		spool_writer_abort(s->writer);
+		s->writer = NULL;
+	}
+	envelope_free(s->env);
+	s->env = NULL;
+	if (s->state == SESSION_MAIL || s->state == SESSION_DATA)
+		s->state = SESSION_HELO;
+}
+
+static void
+session_set_timeout(struct smtp_session *s, unsigned read_s)
+{
+	struct timeval rd = { .tv_sec = read_s, .tv_usec = 0 };
+	struct timeval wr = { .tv_sec = s->conf->timeouts.command_timeout_s, .tv_usec = 0 };
+
+	bufferevent_set_timeouts(s->bev, read_s ? &rd : NULL,
+	    s->conf->timeouts.command_timeout_s ? &wr : NULL);
+}
+
+/*
+ * Commands. Each handler queues exactly one reply (or none when it closes the session
+ * after queuing one).
+ */
+
+static void
+cmd_helo(struct smtp_session *s, enum smtp_verb verb, const char *args)
+{
+	size_t len = strcspn(args, " \t");
+	bool esmtp = verb == SMTP_VERB_EHLO;
+
+	if (len == 0) {
+		session_reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+		return;
+	}
+	if (len > SMTP_SERVER_HELO_MAX) {
+		session_reply(s, "501 5.5.4 Syntax: %s hostname (name too long)",
+		    esmtp ? "EHLO" : "HELO");
+		return;
+	}
+	/* RFC 5321 4.1.4: EHLO/HELO in a transaction resets it, as RSET does. */
+	session_reset_transaction(s);
+	free(s->helo);
+	s->helo = xstrndup(args, len);
+	s->esmtp = esmtp;
+	s->state = SESSION_HELO;
+
+	if (!esmtp) {
+		session_reply(s, "250 %s", s->conf->hostname);
+		return;
+	}
+	/* RFC 2034 3: the EHLO reply carries no enhanced status code. */
+	session_reply(s, "250-%s", s->conf->hostname);
+	session_reply(s, "250-PIPELINING");
+	session_reply(s, "250-SIZE %zu", s->conf->max_message_size);
+	session_reply(s, "250-8BITMIME");
+	session_reply(s, "250-ENHANCEDSTATUSCODES");
+	session_reply(s, "250 SMTPUTF8");
+}
+
+static void
+cmd_mail(struct smtp_session *s, const char *args)
+{
+	char addr[SMTP_PATH_MAX + 1];
+	struct smtp_mail_params p;
+	const char *params, *why = NULL;
+
+	if (s->state == SESSION_INIT) {
+		session_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+		return;
+	}
+	if (s->state == SESSION_MAIL) {
+		session_reply(s, "503 5.5.1 Error: nested MAIL command");
+		return;
+	}
+	/*
+	 * The path is parsed allowing UTF-8 because SMTPUTF8 is declared after it; a
+	 * non-ASCII sender without the parameter is refused below (RFC 6531 3.4).
+	 */
+	if (smtp_parse_path(args, "FROM:", true, true, addr, sizeof(addr), &params,
+	    &why) != 0) {
+		if (why != NULL && strncmp(why, "Syntax", 6) == 0)
+			session_reply(s, "501 5.5.4 %s", why);
+		else
+			session_reply(s, "501 5.1.7 Bad sender address syntax");
+		return;
+	}
+	memset(&p, 0, sizeof(p));
+	if (smtp_parse_mail_params(params, &p, &why) != 0) {
+		session_reply(s, "555 5.5.4 %s", why != NULL ? why : "Unsupported option");
+		return;
+	}
+	if (!p.smtputf8 && str_has_8bit(addr)) {
+		session_reply(s, "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
+		return;
+	}
+	/* RFC 1870 6.1: refuse a declared size over the limit before any data. */
+	if (p.size > s->conf->max_message_size) {
+		session_reply(s, "552 5.3.4 Message size exceeds fixed limit");
+		return;
+	}
+	s->env = envelope_new();
+	s->env->sender = xstrdup(addr);
+	s->env->body = p.body;
+	s->env->smtputf8 = p.smtputf8;
+	s->state = SESSION_MAIL;
+	session_reply(s, "250 2.1.0 Ok");
+}
+
+static bool
+session_relay_allowed(const struct conf *c, const struct netaddr *a)
+{
+	for (size_t i = 0; i < c->nrelay_networks; i++)
+		if (netaddr_prefix_match(&c->relay_networks[i], a))
+			return true;
+	return false;
+}
+
+static void
+cmd_rcpt(struct smtp_session *s, const char *args)
+{
+	char addr[SMTP_PATH_MAX + 1];
+	const char *params, *why = NULL;
+
+	if (s->state != SESSION_MAIL) {
+		session_reply(s, "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (smtp_parse_path(args, "TO:", false, true, addr, sizeof(addr), &params,
+	    &why) != 0) {
+		if (why != NULL && strncmp(why, "Syntax", 6) == 0)
+			session_reply(s, "501 5.5.4 %s", why);
+		else
+			session_reply(s, "501 5.1.3 Bad recipient address syntax");
+		return;
+	}
+	/* We advertise no RCPT parameter (no DSN): any is unknown (RFC 5321 4.1.1.11). */
+	if (*params != '\0') {
+		session_reply(s, "555 5.5.4 Unsupported option: %s", params);
+		return;
+	}
+	if (!s->env->smtputf8 && str_has_8bit(addr)) {
+		session_reply(s, "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
+		return;
+	}
+	if (s->env->nrcpts >= s->conf->max_recipients) {
+		session_reply(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	if (!s->relay_ok) {
+		/* Checked here, not at connect or MAIL, as Postfix does: the log shows who. */
+		session_reply(s, "554 5.7.1 <%s>: Relay access denied", addr);
+		log_info("NOQUEUE: reject: RCPT from %s: 554 5.7.1 <%s>: Relay access denied; "
+		    "from=<%s> to=<%s> proto=%s helo=<%s>", s->peer_name, addr,
+		    s->env->sender, addr, s->esmtp ? "ESMTP" : "SMTP", s->helo);
+		return;
+	}
+	envelope_add_rcpt(s->env, addr);
+	session_reply(s, "250 2.1.5 Ok");
+}
+
+/* Writes to the spool unless the content is already refused; never fails the session. */
+static void
+session_data_write(struct smtp_session *s, const char *buf, size_t len)
+{
+	if (s->data_status != DATA_OK || len == 0)
+		return;
+	if (spool_writer_write(s->writer, buf, len) != 0) {
+		s->data_errno = errno;
+		s->data_status = DATA_WRITE_ERROR;
+		log_error("%s: queue file write error: %s", s->env->id, strerror(s->data_errno));
+		spool_writer_abort(s->writer);
+		s->writer = NULL;
+		return;
+	}
+	s->spool_size += len;
+}
+
+/*
+ * Our trace header (RFC 5321 4.4), first in the content. The protocol name is from the
+ * IANA "with" registry: SMTP, ESMTP, UTF8SMTP (RFC 6531 3.7.3); we offer neither TLS
+ * nor AUTH, so the S and A variants never apply. The client address is an RFC 5321
+ * address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]"). "for" names the recipient
+ * only when there is exactly one, so a Bcc recipient is not disclosed to the others.
+ */
+static void
+session_write_received(struct smtp_session *s, time_t now)
+{
+	char date[64], forpart[SMTP_PATH_MAX + 16];
+	const char *proto;
+	char *hdr;
+
+	dr_rfc5322_date(now, date, sizeof(date));
+	if (!s->esmtp)
+		proto = "SMTP";
+	else if (s->env->smtputf8)
+		proto = "UTF8SMTP";
+	else
+		proto = "ESMTP";
+	if (s->env->nrcpts == 1)
+		snprintf(forpart, sizeof(forpart), "\r\n\tfor <%s>", s->env->rcpts[0].addr);
+	else
+		forpart[0] = '\0';
+	hdr = xasprintf("Received: from %s ([%s%s])\r\n\tby %s (dualrelay) with %s id %s%s; "
+	    "%s\r\n", s->helo, netaddr_family(&s->peer) == AF_INET6 ? "IPv6:" : "",
+	    s->peer_ip, s->conf->hostname, proto, s->env->id, forpart, date);
+	session_data_write(s, hdr, strlen(hdr));
+	free(hdr);
+}
+
+static void
+cmd_data(struct smtp_session *s, const char *args)
+{
+	time_t now;
+
+	if (*args != '\0') {
+		session_reply(s, "501 5.5.4 Syntax: DATA");
+		return;
+	}
+	if (s->state != SESSION_MAIL) {
+		session_reply(s, "503 5.5.1 Error: need RCPT command");
+		return;
+	}
+	if (s->env->nrcpts == 0) {
+		session_reply(s, "554 5.5.1 Error: no valid recipients");
+		return;
+	}
+	now = time(NULL);
+	s->env->arrival = now;
+	free(s->env->client_addr);
+	s->env->client_addr = xstrdup(s->peer_ip);
+	free(s->env->helo);
+	s->env->helo = xstrdup(s->helo);
+	s->writer = spool_writer_begin(s->srv->spool, s->env);
+	if (s->writer == NULL) {
+		log_error("NOQUEUE: queue file write error from %s: %s", s->peer_name,
+		    strerror(errno));
+		session_reply(s, "451 4.3.0 Error: queue file write error");
+		return;
+	}
+	smtp_data_decoder_init(&s->dec);
+	s->data_status = DATA_OK;
+	s->data_errno = 0;
+	s->data_size = 0;
+	s->spool_size = 0;
+	session_write_received(s, now);
+	s->state = SESSION_DATA;
+	session_set_timeout(s, s->conf->timeouts.data_timeout_s);
+	session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+/* CR LF . CR LF seen: commit or refuse, reply, and go back to the command states. */
+static void
+session_data_end(struct smtp_session *s)
+{
+	char id[ENVELOPE_ID_MAX];
+	struct envelope *e = s->env;
+
+	if (s->data_status == DATA_TOO_BIG) {
+		session_reply(s, "552 5.3.4 Message size exceeds fixed limit");
+	} else if (s->data_status == DATA_WRITE_ERROR) {
+		session_reply(s, "452 4.3.1 Insufficient system storage");
+	} else if (spool_writer_commit(s->writer, e) != 0) {
+		s->writer = NULL;
+		log_error("%s: queue file commit error: %s", e->id, strerror(errno));
+		session_reply(s, "451 4.3.0 Error: queue file write error");
+	} else {
+		s->writer = NULL;
+		s->env = NULL;
+		dr_strlcpy(id, e->id, sizeof(id));
+		log_info("%s: client=%s, from=<%s>, size=%zu, nrcpt=%zu", id, s->peer_name,
+		    e->sender, e->content_size ? e->content_size : s->spool_size, e->nrcpts);
+		s->counts[SMTP_VERB_DATA].ok++;
+		s->commands.ok++;
+		/* Ownership of e passes to the callback; do not touch it afterwards. */
+		if (s->srv->cb != NULL)
+			s->srv->cb(e, s->srv->cb_arg);
+		else
+			envelope_free(e);
+		session_reply(s, "250 2.0.0 Ok: queued as %s", id);
+	}
+	session_reset_transaction(s);
+	s->state = SESSION_HELO;
+	session_set_timeout(s, s->conf->timeouts.command_timeout_s);
+}
+
+/* Counts content against the size limit, then spools it. */
+static void
+session_data_content(struct smtp_session *s, const char *buf, size_t len)
+{
+	s->data_size += len;
+	if (s->data_status == DATA_OK && s->data_size > s->conf->max_message_size) {
+		s->data_status = DATA_TOO_BIG;
+		log_info("%s: reject: message from %s larger than %zu bytes", s->env->id,
+		    s->peer_name, s->conf->max_message_size);
+		spool_writer_abort(s->writer);
+		s->writer = NULL;
+	}
+	session_data_write(s, buf, len);
+}
+
+/*
+ * Consumes DATA input. Returns true when the data phase ended (the caller goes on with
+ * the next command), false when more input is needed or the session is closing.
+ */
+static bool
+session_data_input(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+
+	while (evbuffer_get_length(in) > 0) {
+		struct evbuffer_iovec v;
+		enum smtp_data_status st;
+		size_t n, outlen = 0, consumed = 0;
+
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+			break;
+		n = v.iov_len < SMTP_SERVER_DATA_CHUNK ? v.iov_len : SMTP_SERVER_DATA_CHUNK;
+		st = smtp_data_decode(&s->dec, v.iov_base, n, s->data_out, &outlen, &consumed);
+		session_data_content(s, s->data_out, outlen);
+		if (st == SMTP_DATA_BARE_EOL) {
+			/*
+			 * A bare CR or LF: whatever the client meant, another server could read
+			 * an end of data here (SMTP smuggling). Refuse the message and the
+			 * connection; nothing that follows is read as commands.
+			 */
+			log_warn("%s: reject: bare <CR> or <LF> in DATA from %s",
+			    s->env->id, s->peer_name);
+			session_reply(s, "521 5.5.2 Error: bare <CR> or <LF> received "
+			    "(SMTP smuggling protection)");
+			session_close_after_reply(s);
+			return false;
+		}
+		evbuffer_drain(in, consumed);
+		if (st == SMTP_DATA_END) {
+			session_data_end(s);
+			return true;
+		}
+	}
+	return false;
+}
+
+static void
+cmd_dispatch(struct smtp_session *s, const struct smtp_command *c)
+{
+	switch (c->verb) {
+	case SMTP_VERB_HELO:
+	case SMTP_VERB_EHLO:
+		cmd_helo(s, c->verb, c->args);
+		break;
+	case SMTP_VERB_MAIL:
+		cmd_mail(s, c->args);
+		break;
+	case SMTP_VERB_RCPT:
+		cmd_rcpt(s, c->args);
+		break;
+	case SMTP_VERB_DATA:
+		cmd_data(s, c->args);
+		break;
+	case SMTP_VERB_RSET:
+		if (*c->args != '\0') {
+			session_reply(s, "501 5.5.4 Syntax: RSET");
+			break;
+		}
+		session_reset_transaction(s);
+		session_reply(s, "250 2.0.0 Ok");
+		break;
+	case SMTP_VERB_NOOP:
+		session_reply(s, "250 2.0.0 Ok");
+		break;
+	case SMTP_VERB_QUIT:
+		session_reply(s, "221 2.0.0 Bye");
+		session_close_after_reply(s);
+		break;
+	case SMTP_VERB_HELP:
+		session_reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP VRFY "
+		    "HELP QUIT");
+		break;
+	case SMTP_VERB_VRFY:
+		/* RFC 5321 3.5.3: 252 when we will not say, but would accept mail. */
+		if (*c->args == '\0')
+			session_reply(s, "501 5.5.4 Syntax: VRFY address");
+		else
+			session_reply(s, "252 2.0.0 Cannot VRFY user, but will accept message");
+		break;
+	case SMTP_VERB_EXPN:
+	case SMTP_VERB_STARTTLS:
+	case SMTP_VERB_AUTH:
+	case SMTP_VERB_BDAT:
+		/* Known verbs of extensions we do not offer. */
+		session_reply(s, "502 5.5.1 Error: command not implemented");
+		break;
+	case SMTP_VERB_UNKNOWN:
+	default:
+		session_reply(s, "502 5.5.2 Error: command not recognized");
+		break;
+	}
+}
+
+/* One command line (CR LF removed). */
+static void
+session_command(struct smtp_session *s, char *line, size_t len)
+{
+	struct smtp_command c;
+	enum smtp_verb v;
+
+	log_debug("%s < %.*s", s->peer_name, (int)len, line);
+	if (memchr(line, '\0', len) != NULL || smtp_parse_command(line, &c) != 0) {
+		s->counts[SMTP_VERB_UNKNOWN].total++;
+		s->commands.total++;
+		s->last_verb = SMTP_VERB_UNKNOWN;
+		session_reply(s, "500 5.5.2 Error: bad syntax");
+		return;
+	}
+	v = c.verb < SESSION_NVERBS ? c.verb : SMTP_VERB_UNKNOWN;
+	s->last_verb = v;
+	s->counts[v].total++;
+	s->commands.total++;
+	cmd_dispatch(s, &c);
+	/* DATA counts as done at its final reply, not at 354 (session_data_end). */
+	if (s->last_code < 400 && !(v == SMTP_VERB_DATA && s->state == SESSION_DATA)) {
+		s->counts[v].ok++;
+		s->commands.ok++;
+	}
+}
+
+/*
+ * Takes the next command line from the input. Returns true when it handled one (or
+ * discarded input) and the caller should look again, false when more input is needed.
+ */
+static bool
+session_command_input(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer_ptr eol;
+	size_t eol_len = 0, len;
+
+	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+	if (s->discarding) {
+		if (eol.pos < 0) {
+			evbuffer_drain(in, evbuffer_get_length(in));
+			return false;
+		}
+		evbuffer_drain(in, (size_t)eol.pos + eol_len);
+		s->discarding = false;
+		return true;
+	}
+	if (eol.pos < 0) {
+		if (evbuffer_get_length(in) < SMTP_COMMAND_LINE_MAX)
+			return false;
+		/* No end in sight: answer now, skip to the next LF. */
+		session_reply(s, "500 5.5.2 Error: line too long");
+		log_info("line too long from %s (command state %s)", s->peer_name,
+		    session_state_name(s->state));
+		evbuffer_drain(in, evbuffer_get_length(in));
+		s->discarding = true;
+		return false;
+	}
+	len = (size_t)eol.pos;
+	if (len + eol_len > SMTP_COMMAND_LINE_MAX) {
+		session_reply(s, "500 5.5.2 Error: line too long");
+		log_info("line too long from %s (command state %s)", s->peer_name,
+		    session_state_name(s->state));
+		evbuffer_drain(in, len + eol_len);
+		return true;
+	}
+	evbuffer_remove(in, s->line, len);
+	evbuffer_drain(in, eol_len);
+	/* CR LF is the line end; a bare LF is tolerated on command lines only. */
+	if (len > 0 && s->line[len - 1] == '\r')
+		len--;
+	s->line[len] = '\0';
+	session_command(s, s->line, len);
+	return true;
+}
+
+/* Consumes as much input as the state allows; replies go out in order. */
+static void
+session_process(struct smtp_session *s)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+
+	while (s->state != SESSION_CLOSING) {
+		bool more;
+
+		if (s->errors >= SMTP_SERVER_MAX_ERRORS) {
+			log_info("too many errors after %s from %s",
+			    smtp_verb_name(s->last_verb), s->peer_name);
+			session_reply(s, "421 4.7.0 Too many errors");
+			session_close_after_reply(s);
+			return;
+		}
+		if (evbuffer_get_length(out) >= SMTP_SERVER_OUTPUT_HIGH) {
+			/* The client is not reading its replies: wait for the output to drain. */
+			s->paused = true;
+			bufferevent_disable(s->bev, EV_READ);
+			return;
+		}
+		if (s->state == SESSION_DATA)
+			more = session_data_input(s);
+		else
+			more = session_command_input(s);
+		if (!more)
+			return;
+	}
+}
+
+/*
+ * Session life cycle
+ */
+
+static void
+session_free(struct smtp_session *s)
+{
+	struct smtp_server *srv = s->srv;
+	char counters[512];
+	size_t off = 0;
+
+	for (size_t i = 0; i < sizeof(session_count_order) / sizeof(session_count_order[0]);
+	    i++) {
+		const struct session_count *c = &s->counts[session_count_order[i]];
+		int n;
+
+		if (c->total == 0)
+			continue;
+		if (c->ok == c->total)
+			n = snprintf(counters + off, sizeof(counters) - off, " %s=%u",
+			    session_count_name(session_count_order[i]), c->total);
+		else
+			n = snprintf(counters + off, sizeof(counters) - off, " %s=%u/%u",
+			    session_count_name(session_count_order[i]), c->ok, c->total);
+		if (n > 0 && (size_t)n < sizeof(counters) - off)
+			off += (size_t)n;
+	}
+	counters[off] = '\0';
+	if (s->commands.ok == s->commands.total)
+		log_info("disconnect from [%s]%s commands=%u", s->peer_ip, counters,
+		    s->commands.total);
+	else
+		log_info("disconnect from [%s]%s commands=%u/%u", s->peer_ip, counters,
+		    s->commands.ok, s->commands.total);
+
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		srv->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	srv->nsessions--;
+
+	if (s->writer != NULL)
+		spool_writer_abort(s->writer);
+	envelope_free(s->env);
+	free(s->helo);
+	bufferevent_free(s->bev);
+	event_free(s->free_ev);
+	conf_free(s->conf);
+	free(s);
+}
+
+static void
+session_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	session_free(arg); /* the last action: nothing touches the session after this */
+}
+
+/* Ends the session now (connection lost or unusable); freed from a zero-delay event. */
+static void
+session_close_now(struct smtp_session *s)
+{
+	s->state = SESSION_CLOSING;
+	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	event_active(s->free_ev, EV_TIMEOUT, 1);
+}
+
+/* Ends the session once the queued replies are written (QUIT, 421, 521). */
+static void
+session_close_after_reply(struct smtp_session *s)
+{
+	session_reset_transaction(s); /* nothing half-received survives the session */
+	s->state = SESSION_CLOSING;
+	s->close_after_flush = true;
+	bufferevent_disable(s->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		session_close_now(s);
+}
+
+static void
+session_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)bev;
+	if (s->state == SESSION_CLOSING)
+		return;
+	session_process(s);
+}
+
+static void
+session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)bev;
+	if (s->state == SESSION_CLOSING) {
+		if (s->close_after_flush)
+			session_close_now(s);
+		return;
+	}
+	if (s->paused) {
+		s->paused = false;
+		bufferevent_enable(s->bev, EV_READ);
+		session_process(s);
+	}
+}
+
+static void
+session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)bev;
+	if (s->state == SESSION_CLOSING) {
+		session_close_now(s);
+		return;
+	}
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
+		log_info("timeout after %s from %s", smtp_verb_name(s->last_verb),
+		    s->peer_name);
+		session_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->conf->hostname);
+		session_close_after_reply(s);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT)
+		log_info("write timeout after %s from %s", smtp_verb_name(s->last_verb),
+		    s->peer_name);
+	else if (what & BEV_EVENT_ERROR)
+		log_info("lost connection after %s from %s: %s", smtp_verb_name(s->last_verb),
+		    s->peer_name, strerror(EVUTIL_SOCKET_ERROR()));
+	else
+		log_info("lost connection after %s from %s", smtp_verb_name(s->last_verb),
+		    s->peer_name);
+	session_close_now(s);
+}
+
+static void
+session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
+    socklen_t salen)
+{
+	struct smtp_session *s;
+
+	s = xcalloc(1, sizeof(*s));
+	s->srv = srv;
+	s->conf = conf_ref(srv->conf);
+	s->state = SESSION_INIT;
+	s->last_verb = SMTP_VERB_UNKNOWN;
+	netaddr_from_sockaddr(&s->peer, sa, salen);
+	/* A v6 socket reports IPv4 clients as ::ffff:a.b.c.d; relay_networks say 127/8. */
+	netaddr_unmap_v4(&s->peer);
+	netaddr_ntop(&s->peer, s->peer_ip, sizeof(s->peer_ip));
+	netaddr_format_hostport(&s->peer, s->peer_name, sizeof(s->peer_name));
+	if (netaddr_family(&s->peer) == AF_INET) {
+		/* "[192.0.2.1]:1234", the same bracketed form IPv6 gets. */
+		snprintf(s->peer_name, sizeof(s->peer_name), "[%s]:%u", s->peer_ip,
+		    (unsigned)netaddr_port(&s->peer));
+	}
+	s->relay_ok = session_relay_allowed(s->conf, &s->peer);
+
+	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->free_ev = evtimer_new(srv->base, session_free_cb, s);
+	if (s->bev == NULL || s->free_ev == NULL) {
+		log_error("cannot set up session for %s", s->peer_name);
+		if (s->bev != NULL)
+			bufferevent_free(s->bev);
+		else
+			evutil_closesocket(fd);
+		if (s->free_ev != NULL)
+			event_free(s->free_ev);
+		conf_free(s->conf);
+		free(s);
+		return;
+	}
+	s->next = srv->sessions;
+	if (srv->sessions != NULL)
+		srv->sessions->prev = s;
+	srv->sessions = s;
+	srv->nsessions++;
+
+	log_info("connect from %s", s->peer_name);
+	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
+	session_set_timeout(s, s->conf->timeouts.command_timeout_s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	session_reply(s, "220 %s ESMTP dualrelay", s->conf->hostname);
+}
+
+/*
+ * Listeners
+ */
+
+static void
+server_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	(void)l;
+	session_new(arg, fd, sa, (socklen_t)salen);
+}
+
+static void
+server_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_server *srv = arg;
+
+	(void)fd;
+	(void)what;
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		evconnlistener_enable(srv->listeners[i]);
+}
+
+/* EMFILE and friends: the socket stays readable, so pause rather than spin. */
+static void
+server_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct smtp_server *srv = arg;
+	struct timeval tv = { .tv_sec = SMTP_SERVER_ACCEPT_PAUSE_S, .tv_usec = 0 };
+	int err = EVUTIL_SOCKET_ERROR();
+
+	(void)l;
+	log_warn("accept: %s; pausing listeners for %d s", strerror(err),
+	    SMTP_SERVER_ACCEPT_PAUSE_S);
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		evconnlistener_disable(srv->listeners[i]);
+	evtimer_add(srv->accept_pause_ev, &tv);
+}
+
+/* One bound, listening, non-blocking, close-on-exec socket; -1 (errno set) on failure. */
+static int
+server_socket(const struct netaddr *a)
+{
+	int fd, on = 1, saved;
+
+	fd = socket(netaddr_family(a), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
+		goto fail;
+	/* Each configured address is its own listener: [::] must not also take IPv4. */
+	if (netaddr_family(a) == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) == -1)
+		goto fail;
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1)
+		goto fail;
+	if (listen(fd, SMTP_SERVER_BACKLOG) == -1)
+		goto fail;
+	return fd;
+fail:
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
+struct smtp_server *
+smtp_server_new(struct event_base *base, const struct conf *conf, struct spool *spool,
+    smtp_server_message_cb cb, void *arg)
+{
+	struct smtp_server *srv = xcalloc(1, sizeof(*srv));
+
+	srv->base = base;
+	/* The reference count is the one mutable part of a conf. */
+	srv->conf = conf_ref((struct conf *)conf);
+	srv->spool = spool;
+	srv->cb = cb;
+	srv->cb_arg = arg;
+	srv->accept_pause_ev = evtimer_new(base, server_accept_resume_cb, srv);
+	if (srv->accept_pause_ev == NULL) {
+		log_error("smtp server: cannot create event");
+		abort();
+	}
+	return srv;
+}
+
+int
+smtp_server_listen(struct smtp_server *srv)
+{
+	for (size_t i = 0; i < srv->conf->nlisten; i++) {
+		const struct netaddr *a = &srv->conf->listen[i].addr;
+		char name[NETADDR_STRLEN];
+		struct evconnlistener *l;
+		int fd;
+
+		netaddr_format_hostport(a, name, sizeof(name));
+		if ((fd = server_socket(a)) == -1) {
+			log_error("cannot listen on %s: %s", name, strerror(errno));
+			return -1;
+		}
+		l = evconnlistener_new(srv->base, server_accept_cb, srv,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+		if (l == NULL) {
+			log_error("cannot listen on %s: %s", name, strerror(errno));
+			close(fd);
+			return -1;
+		}
+		evconnlistener_set_error_cb(l, server_accept_error_cb);
+		srv->listeners = xgrow(srv->listeners, sizeof(*srv->listeners),
+		    srv->nlisteners + 1, &srv->listeners_cap);
+		srv->listeners[srv->nlisteners++] = l;
+		log_info("listening on %s", name);
+	}
+	return 0;
+}
+
+void
+smtp_server_set_conf(struct smtp_server *srv, const struct conf *conf)
+{
+	struct conf *old = srv->conf;
+
+	srv->conf = conf_ref((struct conf *)conf);
+	conf_free(old);
+}
+
+void
+smtp_server_stop_listening(struct smtp_server *srv)
+{
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		evconnlistener_free(srv->listeners[i]);
+	srv->nlisteners = 0;
+	evtimer_del(srv->accept_pause_ev);
+}
+
+unsigned
+smtp_server_session_count(const struct smtp_server *srv)
+{
+	return srv->nsessions;
+}
+
+void
+smtp_server_free(struct smtp_server *srv)
+{
+	if (srv == NULL)
+		return;
+	smtp_server_stop_listening(srv);
+	while (srv->sessions != NULL)
+		session_free(srv->sessions);
+	free(srv->listeners);
+	event_free(srv->accept_pause_ev);
+	conf_free(srv->conf);
+	free(srv);
+}

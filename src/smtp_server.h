@@ -20,10 +20,19 @@ struct smtp_server;
 /* A committed message; ownership of e passes to the receiver. */
 typedef void (*smtp_server_message_cb)(struct envelope *e, void *arg);
 
-/* conf is borrowed (replace with smtp_server_set_conf on reload). */
+/*
+ * The server takes its own reference on conf (conf_ref), and each session takes one for
+ * its lifetime; replace it with smtp_server_set_conf on reload. spool and base are
+ * borrowed and must outlive the server. cb (may be NULL: the envelope is then freed)
+ * runs after each spool commit, before the client gets its 250.
+ */
 struct smtp_server *smtp_server_new(struct event_base *base, const struct conf *conf,
     struct spool *spool, smtp_server_message_cb cb, void *arg);
-/* Binds and listens on every conf listen address; logs and returns -1 on failure. */
+/*
+ * Binds and listens on every conf listen address (IPv6 sockets are IPV6_V6ONLY); logs
+ * and returns -1 on failure. The listen addresses are read once: a reload does not
+ * rebind.
+ */
 int smtp_server_listen(struct smtp_server *s);
 /* New sessions see the new conf; sessions in progress keep theirs until they end. */
 void smtp_server_set_conf(struct smtp_server *s, const struct conf *conf);
