@@ -4,7 +4,9 @@
 # so the kernel never picks them on its own); a transport binds to them, and the sinks'
 # X-Client-Addr shows exactly those for its IPv4 and IPv6 deliveries, while the default
 # transport still leaves from 192.0.2.1 / 2001:db8::1.  Then "dualrelayd -n" (run inside
-# the relay namespace) rejects a source4 this host does not have, with FILE:LINE.
+# the relay namespace) rejects a source4 this host does not have, with FILE:LINE, and
+# checks forward-confirmed reverse DNS of the source addresses: 192.0.2.10 has a PTR that
+# resolves back, 2001:db8::10 has none and gets a clear warning.
 . "$(dirname "$0")/lab.sh"
 . "$(dirname "$0")/lab_family.sh"
 
@@ -19,6 +21,8 @@ src6.example. MX 10 mx6.src.example.
 ctl6.example. MX 10 mx6.src.example.
 mx4.src.example. A 198.51.100.51
 mx6.src.example. AAAA 2001:db8:100::51
+ptr 192.0.2.10 out4.relay.example.
+out4.relay.example. A 192.0.2.10
 ZONE
 lab_sink_start s4 198.51.100.51
 lab_sink_start s6 2001:db8:100::51
@@ -86,4 +90,14 @@ lab_log "dualrelayd -n: $(printf '%s\n' "$out" | grep -F "$bad:$line")"
 sed -i 's/192\.0\.2\.99/192.0.2.10/' "$bad"
 out=$(lab_relay "$LAB_DAEMON" -n -c "$bad" 2>&1) ||
 	lab_fail "dualrelayd -n rejected source4 = 192.0.2.10, an address of the relay: $out"
+
+# Forward-confirmed reverse DNS of the source addresses, on -n: confirmed for
+# 192.0.2.10, a warning naming the missing PTR for 2001:db8::10.
+out=$(lab_relay "$LAB_DAEMON" -n -c "$LAB_DIR/dualrelay.conf" 2>&1) ||
+	lab_fail "dualrelayd -n failed on the running configuration: $out"
+printf '%s\n' "$out" | grep -Fq "source address 192.0.2.10 (transport bound): reverse DNS out4.relay.example confirmed" ||
+	lab_fail "no FCrDNS confirmation for 192.0.2.10: $out"
+printf '%s\n' "$out" | grep -Eq "\[warning\]: source address 2001:db8::10 \(transport bound\): no PTR record .*will reject mail" ||
+	lab_fail "no FCrDNS warning for 2001:db8::10: $out"
+lab_log "dualrelayd -n: $(printf '%s\n' "$out" | grep -F 2001:db8::10)"
 lab_pass
