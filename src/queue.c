@@ -26,6 +26,7 @@
 #include "delivery.h"
 #include "log.h"
 #include "netaddr.h"
+#include "notify.h"
 #include "queue.h"
 #include "spool.h"
 #include "stats.h"
@@ -42,6 +43,8 @@ struct queue_msg {
 	bool *busy;              /* per recipient: part of a running or waiting job */
 	unsigned jobs;           /* jobs (waiting or running) of this message */
 	bool deleted;            /* removed by the operator: drop when its jobs end */
+	struct notify_item *notify; /* failed recipients whose DSN is not yet queued */
+	size_t nnotify, notify_cap;
 };
 
 struct queue_dest;
@@ -210,6 +213,7 @@ msg_next_due(const struct queue_msg *m)
 static void
 msg_free(struct queue_msg *m)
 {
+	free(m->notify);
 	envelope_free(m->env);
 	free(m->busy);
 	free(m);
@@ -224,10 +228,40 @@ msg_forget(struct queue *q, struct queue_msg *m)
 	msg_free(m);
 }
 
+static void queue_insert(struct queue *q, struct envelope *e, double arrival);
+
+static void
+msg_note_failure(struct queue_msg *m, size_t index, const char *relay, int family)
+{
+	m->notify = xgrow(m->notify, sizeof(*m->notify), m->nnotify + 1, &m->notify_cap);
+	struct notify_item *it = &m->notify[m->nnotify++];
+	memset(it, 0, sizeof(*it));
+	it->index = index;
+	dr_strlcpy(it->relay, relay ? relay : "none", sizeof(it->relay));
+	it->family = family;
+	it->when = time(NULL);
+}
+
+/* One DSN per message and attempt: once every job of this round has ended. */
+static void
+msg_notify(struct queue *q, struct queue_msg *m)
+{
+	if (m->nnotify == 0)
+		return;
+	struct envelope *dsn = notify_compose(q->spool, q->conf, m->env, m->notify, m->nnotify);
+	m->nnotify = 0;
+	if (dsn) {
+		q->stats->bounces_sent++;
+		queue_insert(q, dsn, dr_now());
+	}
+}
+
 /* After any change: remove a finished message, or put it back in the heap. */
 static void
 msg_settle(struct queue *q, struct queue_msg *m)
 {
+	if (m->jobs == 0)
+		msg_notify(q, m);
 	if (m->jobs > 0) {
 		heap_remove(q, m);
 		double due = msg_next_due(m);
@@ -330,6 +364,8 @@ apply_result(struct queue *q, struct queue_msg *m, const struct delivery_result 
 	}
 	record(q, m, res->index);
 	log_outcome(m, r, res->relay, res->family, status);
+	if (r->state == RCPT_BOUNCED)
+		msg_note_failure(m, res->index, res->relay, res->family);
 }
 
 /* ---- Destinations ---- */
@@ -479,6 +515,7 @@ expire_if_old(struct queue *q, struct queue_msg *m, size_t i)
 	q->stats->bounced[STATS_NONE]++;
 	record(q, m, i);
 	log_outcome(m, r, "none", AF_UNSPEC, "expired");
+	msg_note_failure(m, i, "none", AF_UNSPEC);
 }
 
 static const char *
