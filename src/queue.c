@@ -43,8 +43,9 @@ struct queue_msg {
 	bool *busy;              /* per recipient: part of a running or waiting job */
 	unsigned jobs;           /* jobs (waiting or running) of this message */
 	bool deleted;            /* removed by the operator: drop when its jobs end */
-	struct notify_item *notify; /* failed recipients whose DSN is not yet queued */
+	struct notify_item *notify; /* failed/delayed recipients whose DSN is not yet queued */
 	size_t nnotify, notify_cap;
+	bool delay_warned;       /* the delay warning went out (once per message and run) */
 };
 
 struct queue_dest;
@@ -231,7 +232,7 @@ msg_forget(struct queue *q, struct queue_msg *m)
 static void queue_insert(struct queue *q, struct envelope *e, double arrival);
 
 static void
-msg_note_failure(struct queue_msg *m, size_t index, const char *relay, int family)
+msg_note(struct queue_msg *m, size_t index, const char *relay, int family, int delayed)
 {
 	m->notify = xgrow(m->notify, sizeof(*m->notify), m->nnotify + 1, &m->notify_cap);
 	struct notify_item *it = &m->notify[m->nnotify++];
@@ -240,20 +241,31 @@ msg_note_failure(struct queue_msg *m, size_t index, const char *relay, int famil
 	dr_strlcpy(it->relay, relay ? relay : "none", sizeof(it->relay));
 	it->family = family;
 	it->when = time(NULL);
+	it->delayed = delayed;
 }
 
-/* One DSN per message and attempt: once every job of this round has ended. */
+/* One DSN per message and attempt (and kind): once every job of this round has ended. */
 static void
 msg_notify(struct queue *q, struct queue_msg *m)
 {
 	if (m->nnotify == 0)
 		return;
-	struct envelope *dsn = notify_compose(q->spool, q->conf, m->env, m->notify, m->nnotify);
-	m->nnotify = 0;
-	if (dsn) {
-		q->stats->bounces_sent++;
-		queue_insert(q, dsn, dr_now());
+	for (int delayed = 0; delayed < 2; delayed++) {
+		struct notify_item *items = xcalloc(m->nnotify, sizeof(*items));
+		size_t n = 0;
+		for (size_t i = 0; i < m->nnotify; i++)
+			if (m->notify[i].delayed == delayed)
+				items[n++] = m->notify[i];
+		struct envelope *dsn = n ? notify_compose(q->spool, q->conf, m->env, items, n) : NULL;
+		free(items);
+		if (n && delayed)
+			m->delay_warned = true;
+		if (dsn) {
+			q->stats->bounces_sent++;
+			queue_insert(q, dsn, dr_now());
+		}
 	}
+	m->nnotify = 0;
 }
 
 /* After any change: remove a finished message, or put it back in the heap. */
@@ -365,7 +377,13 @@ apply_result(struct queue *q, struct queue_msg *m, const struct delivery_result 
 	record(q, m, res->index);
 	log_outcome(m, r, res->relay, res->family, status);
 	if (r->state == RCPT_BOUNCED)
-		msg_note_failure(m, res->index, res->relay, res->family);
+		msg_note(m, res->index, res->relay, res->family, 0);
+	else if (r->state == RCPT_DEFERRED && c->queue.delay_warning_s > 0 && !m->delay_warned &&
+	    now - m->env->arrival >= (time_t)c->queue.delay_warning_s) {
+		/* Postfix's delay_warning_time: tell the sender once that mail is late
+		 * (delay_warned is set when the notice goes out, after this round). */
+		msg_note(m, res->index, res->relay, res->family, 1);
+	}
 }
 
 /* ---- Destinations ---- */
@@ -515,7 +533,7 @@ expire_if_old(struct queue *q, struct queue_msg *m, size_t i)
 	q->stats->bounced[STATS_NONE]++;
 	record(q, m, i);
 	log_outcome(m, r, "none", AF_UNSPEC, "expired");
-	msg_note_failure(m, i, "none", AF_UNSPEC);
+	msg_note(m, i, "none", AF_UNSPEC, 0);
 }
 
 static const char *
