@@ -93,6 +93,8 @@ struct queue {
 	struct queue_job_list running;
 	size_t nrunning;
 	struct event *wake_ev;   /* fires at the heap top's due time */
+	struct event *sync_ev;   /* makes this loop turn's removals durable, in one fsync */
+	bool sync_pending;       /* sync_ev is active */
 	struct stats *stats;     /* borrowed counters */
 	struct stats own_stats;  /* used when the caller gives none */
 };
@@ -232,6 +234,26 @@ msg_forget(struct queue *q, struct queue_msg *m)
 static void queue_insert(struct queue *q, struct envelope *e, double arrival);
 
 static void
+on_sync(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	(void)fd;
+	(void)what;
+	q->sync_pending = false;
+	if (spool_sync(q->spool) < 0)
+		log_error("cannot sync the queue directory: %s", strerror(errno));
+}
+
+static void
+queue_sync_later(struct queue *q)
+{
+	if (!q->sync_pending) {
+		q->sync_pending = true;
+		event_active(q->sync_ev, 0, 0);
+	}
+}
+
+static void
 msg_note(struct queue_msg *m, size_t index, const char *relay, int family, int delayed)
 {
 	m->notify = xgrow(m->notify, sizeof(*m->notify), m->nnotify + 1, &m->notify_cap);
@@ -282,6 +304,7 @@ msg_settle(struct queue *q, struct queue_msg *m)
 		return;
 	}
 	if (m->deleted || envelope_done(m->env)) {
+		queue_sync_later(q);
 		if (spool_remove(q->spool, m->env->id) < 0)
 			log_error("%s: cannot remove queue file: %s", m->env->id, strerror(errno));
 		else
@@ -374,7 +397,6 @@ apply_result(struct queue *q, struct queue_msg *m, const struct delivery_result 
 		q->stats->deferred[stats_family(res->family)]++;
 		break;
 	}
-	record(q, m, res->index);
 	log_outcome(m, r, res->relay, res->family, status);
 	if (r->state == RCPT_BOUNCED)
 		msg_note(m, res->index, res->relay, res->family, 0);
@@ -473,6 +495,16 @@ on_delivered(struct delivery *d, const struct delivery_result *results, size_t n
 
 	for (size_t i = 0; i < n; i++)
 		apply_result(q, m, &results[i]);
+	/*
+	 * The outcomes go to disk before anything else happens to these recipients, unless
+	 * this was the message's last job and every recipient is now final: then removing
+	 * the message is the record (one directory fsync, shared with other removals,
+	 * instead of a state write per recipient). A crash before that sync delivers again:
+	 * a duplicate, never a loss.
+	 */
+	if (!(m->jobs == 1 && envelope_done(m->env) && m->nnotify == 0))
+		for (size_t i = 0; i < n; i++)
+			record(q, m, results[i].index);
 	for (size_t i = 0; i < j->nrcpts; i++)
 		m->busy[j->rcpts[i]] = false;
 	delivery_free(d);
@@ -631,6 +663,7 @@ queue_new(const struct queue_deps *deps, struct conf *conf)
 	TAILQ_INIT(&q->ready);
 	TAILQ_INIT(&q->running);
 	q->wake_ev = event_new(q->base, -1, 0, on_wake, q);
+	q->sync_ev = event_new(q->base, -1, 0, on_sync, q);
 	return q;
 }
 
@@ -823,6 +856,9 @@ queue_free(struct queue *q)
 		msg_free(m);
 	}
 	free(q->heap);
+	if (q->sync_pending)
+		spool_sync(q->spool);
+	event_free(q->sync_ev);
 	event_free(q->wake_ev);
 	conf_free(q->conf);
 	free(q);

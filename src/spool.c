@@ -616,6 +616,12 @@ spool_remove(struct spool *s, const char *id)
 		return -1;
 	if (unlinkat(s->queue_fd, id, 0) < 0)
 		return -1;
+	return 0;
+}
+
+int
+spool_sync(struct spool *s)
+{
 	return spool_fsync_dir(s->queue_fd);
 }
 

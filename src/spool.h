@@ -42,8 +42,14 @@ int spool_open_content(struct spool *s, const struct envelope *e);
 int spool_update_rcpt(struct spool *s, const struct envelope *e, size_t i);
 /* Appends (and fsyncs) the message's hold flag (e->held). 0 or -1 + errno. */
 int spool_update_hold(struct spool *s, const struct envelope *e);
-/* Removes a finished message (state file first, then the message). 0 or -1 + errno. */
+/*
+ * Removes a finished message (state file first, then the message). 0 or -1 + errno.
+ * The removal is durable only after spool_sync: callers batch several removals into
+ * one directory fsync (a removal lost in a crash means a duplicate, never a loss).
+ */
 int spool_remove(struct spool *s, const char *id);
+/* fsyncs the queue directory (makes removals durable). 0 or -1 + errno. */
+int spool_sync(struct spool *s);
 
 /*
  * Loads every queued message (header + applied state), calling cb with an envelope whose

@@ -1,0 +1,187 @@
+#!/bin/bash
+# bench-throughput.sh: relay throughput, latency, CPU and memory of dualrelay next to Postfix
+# and next to the ceiling (client straight into the sink), in the integration lab, in one
+# run, with the same message set:
+#
+#   smtp-source (BENCH_SESSIONS sessions, BENCH_MESSAGES messages of BENCH_SIZE bytes)
+#     1. -> smtp-sink                                   (ceiling)
+#     2. -> dualrelayd 127.0.0.1:2525 -> smtp-sink      (lab default configuration)
+#     3. -> Postfix    127.0.0.1:25   -> smtp-sink      (Postfix defaults)
+#
+# For each: accepted msg/s (messages / time smtp-source took), delivered msg/s (until the
+# sink counted them all, from the first connection), acceptance-to-delivery latency p50 and
+# p99 (the relays' own delay= log fields), CPU seconds per 1000 messages (dualrelayd: its
+# utime+stime; Postfix: the sum over its processes, from a cgroup when cgroup v2 is
+# writable, else sampled from /proc), and peak RSS (dualrelayd VmHWM; Postfix: the peak of
+# the summed RSS of its processes, sampled every 100 ms). Then the ratios.
+#
+# Not a test: these machines are noisy. Needs root, the lab's packages (install-deps.sh).
+# Usage: contrib/bench-throughput.sh   (env: BENCH_MESSAGES=5000 BENCH_SESSIONS=20
+#        BENCH_SIZE=4096 BENCH_LIMIT_S=600)
+: "${DR_SRCDIR:=$(cd "$(dirname "$0")/.." && pwd)}"
+: "${DR_BUILDDIR:=$DR_SRCDIR}"
+export DR_SRCDIR DR_BUILDDIR
+: "${BENCH_MESSAGES:=5000}" "${BENCH_SESSIONS:=20}" "${BENCH_SIZE:=4096}" "${BENCH_LIMIT_S:=600}"
+. "$DR_SRCDIR/tests/integration/lab.sh"
+. "$DR_SRCDIR/tests/integration/lab_family.sh"
+
+labf_setup
+lab_require postfix postconf smtp-source smtp-sink python3
+lab_dns_start <<'ZONE'
+bench.example. MX 10 mx.bench.example.
+mx.bench.example. A 198.51.100.121
+ZONE
+lab_net_addr 198.51.100.121
+lab_net_addr 198.51.100.122
+
+# A counting sink (no dumps: the sink must not be the bottleneck). "-c" prints
+# "sess=N quit=N mesg=N" after each message.
+sink_start() { # NAME ADDR
+	lab_inet smtp-sink -u nobody -c "$2:25" 1000 >"$LAB_DIR/sink.$1.count" 2>&1 &
+	LAB_PIDS="$LAB_PIDS $!"
+	wait_for 10 lab_listening "$LAB_NET" "$2" 25 || lab_fail "sink $1 does not listen"
+}
+sink_count() { # NAME
+	tr '\r' '\n' <"$LAB_DIR/sink.$1.count" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -n1
+}
+sink_start relay 198.51.100.121
+sink_start ceil 198.51.100.122
+
+now() { date +%s.%N; }
+calc() { python3 -c "print($1)"; }
+
+# Sum of utime+stime (s) of the processes whose PIDs are given.
+cpu_of() {
+	local t=0 p
+	for p in "$@"; do
+		[ -r "/proc/$p/stat" ] || continue
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	calc "$t / $(getconf CLK_TCK)"
+}
+
+# wait_sink NAME WANT LIMIT: wait until the sink counted WANT messages.
+wait_sink() {
+	local end=$(( $(date +%s) + $3 ))
+	while [ "$(sink_count "$1")" != "$2" ]; do
+		[ "$(date +%s)" -lt "$end" ] || return 1
+		sleep 0.05
+	done
+}
+
+# source HOST PORT: run smtp-source in RELAY; prints its wall time.
+source_run() {
+	local t0 t1
+	t0=$(now)
+	lab_relay timeout "$BENCH_LIMIT_S" smtp-source -s "$BENCH_SESSIONS" -m "$BENCH_MESSAGES" \
+		-l "$BENCH_SIZE" -f bench@client.example.net -t to@bench.example "$1:$2" \
+		>"$LAB_DIR/source.out" 2>&1 || lab_fail "smtp-source to $1:$2: $(tail -n3 "$LAB_DIR/source.out")"
+	t1=$(now)
+	calc "$t1 - $t0"
+}
+
+percentiles() { # file of numbers -> "p50 p99"
+	python3 -c '
+import sys
+v = sorted(float(x) for x in open(sys.argv[1]) if x.strip())
+if not v: print("- -"); sys.exit()
+q = lambda p: v[min(len(v) - 1, int(round(p * (len(v) - 1))))]
+print("%.3f %.3f" % (q(0.5), q(0.99)))' "$1"
+}
+
+N=$BENCH_MESSAGES
+declare -A ACC DEL P50 P99 CPU RSS
+
+# 1. ceiling
+t=$(source_run 198.51.100.122 25)
+wait_sink ceil "$N" "$BENCH_LIMIT_S" || lab_fail "ceiling: the sink got $(sink_count ceil) of $N"
+ACC[ceiling]=$(calc "$N / $t"); DEL[ceiling]=${ACC[ceiling]}
+P50[ceiling]=-; P99[ceiling]=-; CPU[ceiling]=-; RSS[ceiling]=-
+
+# 2. dualrelay
+lab_conf_write "$LAB_DIR/dualrelay.conf"
+lab_daemon_start "$LAB_DIR/dualrelay.conf"
+base=$(sink_count relay); base=${base:-0}
+c0=$(cpu_of "$LAB_DAEMON_PID")
+t0=$(now)
+t=$(source_run 127.0.0.1 2525)
+wait_sink relay "$((base + N))" "$BENCH_LIMIT_S" || lab_fail "dualrelay: the sink got $(sink_count relay) of $N"
+t1=$(now)
+c1=$(cpu_of "$LAB_DAEMON_PID")
+ACC[dualrelay]=$(calc "$N / $t"); DEL[dualrelay]=$(calc "$N / ($t1 - $t0)")
+sed -n 's/.* delay=\([0-9.]*\), .*status=sent.*/\1/p' "$LAB_LOG" >"$LAB_DIR/dr.delays"
+read -r P50[dualrelay] P99[dualrelay] < <(percentiles "$LAB_DIR/dr.delays")
+CPU[dualrelay]=$(calc "round(($c1 - $c0) * 1000 / $N, 3)")
+RSS[dualrelay]=$(awk '/VmHWM/ {print $2 " kB"}' "/proc/$LAB_DAEMON_PID/status")
+lab_daemon_stop
+
+# 3. Postfix (defaults, relaying by MX through the lab DNS)
+labf_postfix_start relay "$LAB_RELAY" 127.0.0.1 <<'EOF'
+myhostname = client.example.net
+mydomain = example.net
+myorigin = $myhostname
+mynetworks = 127.0.0.0/8
+relayhost =
+EOF
+pf=$(labf_postfix_dir relay)
+master=$(tr -d ' ' <"$pf/queue/pid/master.pid" 2>/dev/null)
+[ -n "$master" ] || lab_fail "no Postfix master pid"
+# The master's process tree is Postfix; sample its CPU and RSS every 100 ms.
+cat >"$LAB_DIR/sample.py" <<'PYEOF'
+import os, sys, time
+master, out, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+tck = os.sysconf("SC_CLK_TCK"); page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
+cpu = {}; peak = 0
+def tree():
+    kids = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                st = open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()
+                kids.setdefault(int(st[1]), []).append(int(p))
+            except OSError:
+                pass
+    todo, seen = [master], []
+    while todo:
+        p = todo.pop(); seen.append(p); todo += kids.get(p, [])
+    return seen
+while not os.path.exists(stop):
+    rss = 0
+    for p in tree():
+        try:
+            st = open("/proc/%d/stat" % p).read().rsplit(")", 1)[1].split()
+            cpu[p] = (int(st[11]) + int(st[12])) / tck
+            rss += int(st[21]) * page_kb
+        except OSError:
+            pass
+    peak = max(peak, rss)
+    time.sleep(0.1)
+open(out, "w").write("%.3f %d\n" % (sum(cpu.values()), peak))
+PYEOF
+python3 "$LAB_DIR/sample.py" "$master" "$LAB_DIR/pf.sample" "$LAB_DIR/pf.stop" &
+sampler=$!
+base=$(sink_count relay); base=${base:-0}
+t0=$(now)
+t=$(source_run 127.0.0.1 25)
+wait_sink relay "$((base + N))" "$BENCH_LIMIT_S" || lab_fail "Postfix: the sink got $(sink_count relay) of $N"
+t1=$(now)
+touch "$LAB_DIR/pf.stop"; wait "$sampler"
+read -r pfcpu pfrss <"$LAB_DIR/pf.sample"
+ACC[postfix]=$(calc "$N / $t"); DEL[postfix]=$(calc "$N / ($t1 - $t0)")
+sed -n 's/.* delay=\([0-9.]*\), .*status=sent.*/\1/p' "$pf/maillog" >"$LAB_DIR/pf.delays"
+read -r P50[postfix] P99[postfix] < <(percentiles "$LAB_DIR/pf.delays")
+CPU[postfix]=$(calc "round($pfcpu * 1000 / $N, 3)")
+RSS[postfix]="$pfrss kB"
+
+printf '\n%d messages of %d bytes, %d client sessions; %s cores, kernel %s\n' "$N" "$BENCH_SIZE" \
+	"$BENCH_SESSIONS" "$(nproc)" "$(uname -r)"
+printf '%-10s %12s %13s %9s %9s %12s %12s\n' "" "accepted/s" "delivered/s" "p50 s" "p99 s" \
+	"CPU s/1000" "peak RSS"
+for k in ceiling dualrelay postfix; do
+	printf '%-10s %12.0f %13.0f %9s %9s %12s %12s\n' "$k" "${ACC[$k]}" "${DEL[$k]}" "${P50[$k]}" \
+		"${P99[$k]}" "${CPU[$k]}" "${RSS[$k]}"
+done
+printf '\nratios: delivered/s dualrelay/Postfix %.2f, dualrelay/ceiling %.2f; accepted/s dualrelay/Postfix %.2f\n' \
+	"$(calc "${DEL[dualrelay]} / ${DEL[postfix]}")" "$(calc "${DEL[dualrelay]} / ${DEL[ceiling]}")" \
+	"$(calc "${ACC[dualrelay]} / ${ACC[postfix]}")"
+lab_pass
