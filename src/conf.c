@@ -22,7 +22,6 @@
 #include "netaddr.h"
 #include "util.h"
 
-#define CONF_DEFAULT_SPOOL_DIR  "/var/spool/dualrelay"
 #define CONF_LISTEN_PORT        2525
 #define CONF_SMTP_PORT          25
 

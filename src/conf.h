@@ -14,6 +14,9 @@
 #include "log.h"
 #include "netaddr.h"
 
+/* Where the queue lives when the file says nothing. */
+#define CONF_DEFAULT_SPOOL_DIR "/var/spool/dualrelay"
+
 enum conf_family {
 	CONF_FAMILY_ANY = 0,     /* both; IPv6 first, as RFC 6724 orders */
 	CONF_FAMILY_IPV4,        /* IPv4 only */

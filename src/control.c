@@ -373,7 +373,9 @@ run_command(struct control_conn *cc, char *line)
 {
 	char *argv[8];
 	int argc = 0;
-	for (char *tok = strtok(line, " \t"); tok && argc < 8; tok = strtok(NULL, " \t"))
+	char *save = NULL;
+	for (char *tok = strtok_r(line, " \t", &save); tok && argc < 8;
+	    tok = strtok_r(NULL, " \t", &save))
 		argv[argc++] = tok;
 	if (argc == 0) {
 		conn_answer(cc, NULL, "empty command");

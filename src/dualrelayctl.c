@@ -16,6 +16,9 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include <libconfig.h>
+#include <libgen.h>
+
 #include "conf.h"
 #include "util.h"
 
@@ -36,18 +39,42 @@ usage(FILE *out)
 	    "  reload                reload the configuration\n");
 }
 
+/*
+ * The control socket named by a configuration file. A file with errors must not keep the
+ * operator from reaching the daemon (to reload a fixed file, say): when it does not load
+ * cleanly, read just spool_dir / control_socket from it, as the daemon would resolve them.
+ */
 static char *
 socket_from_config(const char *path)
 {
 	char *errors = NULL;
 	struct conf *c = conf_load(path, false, &errors);
-	if (c == NULL) {
-		fprintf(stderr, "dualrelayctl: %s", errors ? errors : "configuration error\n");
+	if (c != NULL) {
+		char *sock = xstrdup(c->control_socket);
+		conf_free(c);
 		free(errors);
-		return NULL;
+		return sock;
 	}
-	char *sock = xstrdup(c->control_socket);
-	conf_free(c);
+	config_t cfg;
+	const char *spool = NULL, *control = NULL;
+	char *sock = NULL, *dircopy = xstrdup(path), *dir = dirname(dircopy);
+	config_init(&cfg);
+	if (config_read_file(&cfg, path) == CONFIG_TRUE) {
+		config_lookup_string(&cfg, "spool_dir", &spool);
+		config_lookup_string(&cfg, "control_socket", &control);
+		if (control)
+			sock = control[0] == '/' ? xstrdup(control) : xasprintf("%s/%s", dir, control);
+		else if (spool)
+			sock = spool[0] == '/' ? xasprintf("%s/control", spool) :
+			    xasprintf("%s/%s/control", dir, spool);
+		else
+			sock = xstrdup(CONF_DEFAULT_SPOOL_DIR "/control");
+	}
+	if (sock == NULL)
+		fprintf(stderr, "dualrelayctl: %s", errors ? errors : "configuration error\n");
+	config_destroy(&cfg);
+	free(dircopy);
+	free(errors);
 	return sock;
 }
 

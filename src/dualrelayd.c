@@ -123,8 +123,10 @@ daemon_reload(void *arg, char **errors)
 	struct conf *c = conf_load(d->conf_path, true, &errs);
 	if (c == NULL) {
 		log_error("reload: %s has errors; keeping the running configuration", d->conf_path);
-		for (char *line = strtok(errs, "\n"); line; line = strtok(NULL, "\n"))
+		char *copy = xstrdup(errs ? errs : ""), *save = NULL;
+		for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
 			log_error("%s", line);
+		free(copy);
 		if (errors)
 			*errors = errs ? errs : xstrdup("configuration error\n");
 		else
