@@ -47,59 +47,17 @@ sb_printf(struct sbuf *b, const char *fmt, ...)
 }
 
 /*
- * Adds "name: value" CR LF, with value cleaned of control characters and folded at
- * spaces so no line exceeds 78 columns where possible and 998 in any case.
+ * Appends text word by word from column col, folding before a word that would pass
+ * width (the fold sequence replaces the space, so unfolding restores the text: RFC 5322
+ * 2.2.3) and hard-breaking any run that would pass 998 octets. Control characters
+ * become spaces. Ends with CR LF.
  */
 static void
-sb_field(struct sbuf *b, const char *name, const char *value)
+sb_wrap(struct sbuf *b, const char *text, size_t col, size_t width, const char *fold,
+    size_t fold_col)
 {
-	size_t col = strlen(name) + 2;
-	bool first = true;
-	sb_printf(b, "%s: ", name);
-	const char *p = value ? value : "";
-	while (*p == ' ')
-		p++;
-	while (*p) {
-		const char *word = p;
-		while (*p && *p != ' ')
-			p++;
-		size_t wlen = (size_t)(p - word);
-		if (!first) {
-			/* The fold replaces the space (RFC 5322 2.2.3: unfolding restores it). */
-			if (col + 1 + wlen > 78) {
-				sb_add(b, "\r\n ", 3);
-				col = 1;
-			} else {
-				sb_add(b, " ", 1);
-				col++;
-			}
-		}
-		first = false;
-		for (size_t i = 0; i < wlen; i++) {
-			char c = word[i];
-			if ((unsigned char)c < 0x20 || c == 0x7f)
-				c = ' ';
-			if (col >= BOUNCE_LINE_MAX - 1) {
-				sb_add(b, "\r\n ", 3);
-				col = 1;
-			}
-			sb_add(b, &c, 1);
-			col++;
-		}
-		while (*p == ' ')
-			p++;
-	}
-	sb_add(b, "\r\n", 2);
-}
-
-/* Text lines for the human-readable part: wrapped at 76 columns. */
-static void
-sb_text(struct sbuf *b, const char *indent, const char *text)
-{
-	size_t ilen = strlen(indent), col = ilen;
 	bool first = true;
 	const char *p = text ? text : "";
-	sb_add(b, indent, ilen);
 	while (*p == ' ' || *p == '\n')
 		p++;
 	while (*p) {
@@ -108,10 +66,9 @@ sb_text(struct sbuf *b, const char *indent, const char *text)
 			p++;
 		size_t wlen = (size_t)(p - word);
 		if (!first) {
-			if (col + 1 + wlen > 76) {
-				sb_add(b, "\r\n", 2);
-				sb_add(b, indent, ilen);
-				col = ilen;
+			if (col + 1 + wlen > width) {
+				sb_add(b, fold, strlen(fold));
+				col = fold_col;
 			} else {
 				sb_add(b, " ", 1);
 				col++;
@@ -123,9 +80,8 @@ sb_text(struct sbuf *b, const char *indent, const char *text)
 			if ((unsigned char)c < 0x20 || c == 0x7f)
 				c = ' ';
 			if (col >= BOUNCE_LINE_MAX - 2) {
-				sb_add(b, "\r\n", 2);
-				sb_add(b, indent, ilen);
-				col = ilen;
+				sb_add(b, fold, strlen(fold));
+				col = fold_col;
 			}
 			sb_add(b, &c, 1);
 			col++;
@@ -134,6 +90,21 @@ sb_text(struct sbuf *b, const char *indent, const char *text)
 			p++;
 	}
 	sb_add(b, "\r\n", 2);
+}
+
+/* "name: value" CR LF, folded with a leading space on continuation lines. */
+static void
+sb_field(struct sbuf *b, const char *name, const char *value)
+{
+	sb_printf(b, "%s: ", name);
+	sb_wrap(b, value, strlen(name) + 2, 78, "\r\n ", 1);
+}
+
+/* Human-readable text, wrapped at 76 columns. */
+static void
+sb_text(struct sbuf *b, const char *text)
+{
+	sb_wrap(b, text, 0, 76, "\r\n", 0);
 }
 
 static bool
@@ -156,11 +127,11 @@ part_text(struct sbuf *b, const struct bounce_msg *m, bool delayed)
 {
 	sb_printf(b, "This is the mail system at host %s.\r\n\r\n", m->reporting_mta);
 	if (delayed)
-		sb_text(b, "", "Your message could not be delivered to one or more recipients yet. "
+		sb_text(b, "Your message could not be delivered to one or more recipients yet. "
 		    "It is still in the queue and delivery will be tried again; you do not need to "
 		    "send it again.");
 	else
-		sb_text(b, "", "I'm sorry to have to inform you that your message could not be "
+		sb_text(b, "I'm sorry to have to inform you that your message could not be "
 		    "delivered to one or more recipients. It's attached below (headers only).");
 	sb_printf(b, "\r\nThe mail system\r\n");
 	for (size_t i = 0; i < m->nrcpts; i++) {
@@ -172,7 +143,7 @@ part_text(struct sbuf *b, const struct bounce_msg *m, bool delayed)
 		else
 			line = xasprintf("<%s>: %s", r->addr, r->reason);
 		sb_add(b, "\r\n", 2);
-		sb_text(b, "", line);
+		sb_text(b, line);
 		free(line);
 	}
 }
