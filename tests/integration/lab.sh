@@ -388,6 +388,10 @@ lab_sink_start() {
 	mkdir -p "$dir"
 	chown nobody "$dir" 2>/dev/null || chmod 0777 "$dir"
 	lab_net_addr "$addr"
+	# smtp-sink binds with SO_REUSEPORT: a second one on a busy address would start fine
+	# and share the connections with the first.  One server per address, always.
+	! lab_listening "$LAB_NET" "$addr" 25 ||
+		lab_fail "smtp-sink $name: something already listens on $addr port 25"
 	case $addr in
 	*:*) listen="[$addr]:25" ;;
 	*) listen="$addr:25" ;;
