@@ -28,6 +28,7 @@
 
 #include <event2/event.h>
 
+#include "conncache.h"
 #include "delivery.h"
 #include "fallback.h"
 #include "health.h"
@@ -190,6 +191,8 @@ session_exhausted(struct delivery *d)
 
 /* ---- Step 1: resolve ---- */
 
+static bool reuse_session(struct delivery *d);
+
 static void
 on_nexthop(struct nexthop *n, const struct nexthop_result *r, void *arg)
 {
@@ -210,7 +213,8 @@ on_nexthop(struct nexthop *n, const struct nexthop_result *r, void *arg)
 		d->targets[i].host = r->plan->cand[i].host; /* owned by the nexthop's plan */
 		d->targets[i].addr = r->plan->cand[i].addr;
 	}
-	start_race(d, AF_UNSPEC);
+	if (!reuse_session(d))
+		start_race(d, AF_UNSPEC);
 }
 
 /* ---- Step 2: connect ---- */
@@ -279,6 +283,7 @@ start_session(struct delivery *d, int fd, size_t target)
 		.peer = t->addr,
 		.reply_timeout_s = d->conf->timeouts.smtp_timeout_s,
 		.body_timeout_s = d->conf->timeouts.smtp_timeout_s * 2,
+		.keep_open = d->denv.cache != NULL,
 	};
 	for (size_t i = 0; i < d->nsession; i++)
 		d->session_idx[i] = d->rcpts[d->session[i]];
@@ -286,6 +291,36 @@ start_session(struct delivery *d, int fd, size_t target)
 	d->current = target;
 	d->client = smtp_client_start(d->denv.base, fd, content, &p, d->env, d->session_idx,
 	    d->nsession, on_session, d);
+}
+
+/*
+ * An idle session (conncache.c) to one of the candidates, in their order, replaces the
+ * connect step: RSET and the next transaction on it. False when there is none.
+ */
+static bool
+reuse_session(struct delivery *d)
+{
+	if (d->denv.cache == NULL)
+		return false;
+	for (size_t i = 0; i < d->ntargets; i++) {
+		struct smtp_client *c = conncache_take(d->denv.cache, d->transport->name,
+		    &d->targets[i].addr);
+		if (c == NULL)
+			continue;
+		int content = spool_open_content(d->denv.spool, d->env);
+		if (content < 0) {
+			smtp_client_free(c);
+			return false; /* the normal path reports the spool error */
+		}
+		for (size_t k = 0; k < d->nsession; k++)
+			d->session_idx[k] = d->rcpts[d->session[k]];
+		d->state = DELIVERY_SESSION;
+		d->current = i;
+		d->client = c;
+		smtp_client_reuse(c, content, d->env, d->session_idx, d->nsession, on_session, d);
+		return true;
+	}
+	return false;
 }
 
 /*
@@ -516,16 +551,24 @@ on_step(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 
-	if (d->client) {
-		smtp_client_free(d->client);
-		d->client = NULL;
-	}
 	enum delivery_step step = d->step;
 	d->step = STEP_NONE;
+	if (d->client) {
+		/* A session that ended its transaction cleanly may serve the next message. */
+		if (step == STEP_REPORT && d->denv.cache != NULL)
+			conncache_put(d->denv.cache, d->transport->name, &d->targets[d->current].addr,
+			    d->client);
+		else
+			smtp_client_free(d->client);
+		d->client = NULL;
+	}
 	switch (step) {
 	case STEP_NEXT_CANDIDATE:
 		d->state = DELIVERY_CONNECT;
-		race_next(d->race);
+		if (d->race == NULL)
+			start_race(d, AF_UNSPEC); /* the reused session was stale */
+		else
+			race_next(d->race);
 		break;
 	case STEP_FALLBACK:
 		start_race(d, d->fallback_family);

@@ -39,6 +39,7 @@ struct delivery_result {
 
 struct health;
 struct stats;
+struct conncache;
 
 struct delivery_env {
 	struct event_base *base;
@@ -46,6 +47,7 @@ struct delivery_env {
 	struct spool *spool;
 	struct health *health;   /* may be NULL */
 	struct stats *stats;     /* counters to bump; never NULL */
+	struct conncache *cache; /* idle sessions to reuse; may be NULL (no reuse) */
 };
 
 typedef void (*delivery_cb)(struct delivery *d, const struct delivery_result *results,

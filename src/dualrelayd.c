@@ -19,6 +19,7 @@
 #include <event2/event.h>
 
 #include "conf.h"
+#include "conncache.h"
 #include "control.h"
 #include "dns.h"
 #include "explain.h"
@@ -41,6 +42,7 @@ struct daemon {
 	struct spool *spool;
 	struct health *health;
 	struct stats stats;
+	struct conncache *cache;
 	struct queue *queue;
 	struct smtp_server *server;
 	struct control *control;
@@ -225,7 +227,8 @@ daemon_start(struct daemon *d, bool foreground)
 	d->health = health_new(health_path, NULL);
 	free(health_path);
 	health_load(d->health, time(NULL));
-	struct queue_deps deps = { d->base, d->spool, d->dns, d->health, &d->stats };
+	d->cache = conncache_new(d->base);
+	struct queue_deps deps = { d->base, d->spool, d->dns, d->health, &d->stats, d->cache };
 	d->queue = queue_new(&deps, c);
 	if (queue_recover(d->queue) < 0)
 		return -1;
@@ -261,6 +264,7 @@ daemon_stop(struct daemon *d)
 		smtp_server_free(d->server);
 	if (d->queue)
 		queue_free(d->queue);
+	conncache_free(d->cache);
 	if (d->spool)
 		spool_close(d->spool);
 	health_free(d->health);

@@ -83,6 +83,7 @@ struct queue {
 	struct spool *spool;
 	struct dns *dns;
 	struct health *health;   /* borrowed, may be NULL */
+	struct conncache *cache; /* borrowed, may be NULL */
 	struct conf *conf;       /* referenced */
 	struct queue_msg **heap; /* min-heap on due */
 	size_t nheap, heap_cap;
@@ -522,7 +523,7 @@ on_delivered(struct delivery *d, const struct delivery_result *results, size_t n
 static void
 job_start(struct queue *q, struct queue_job *j)
 {
-	struct delivery_env denv = { q->base, q->dns, q->spool, q->health, q->stats };
+	struct delivery_env denv = { q->base, q->dns, q->spool, q->health, q->stats, q->cache };
 	TAILQ_INSERT_TAIL(&q->running, j, entry);
 	q->nrunning++;
 	j->delivery = delivery_start(&denv, j->conf, j->msg->env, j->msg->arrival, j->domain,
@@ -655,6 +656,7 @@ queue_new(const struct queue_deps *deps, struct conf *conf)
 	struct queue *q = xcalloc(1, sizeof(*q));
 	q->base = deps->base;
 	q->health = deps->health;
+	q->cache = deps->cache;
 	q->spool = deps->spool;
 	q->dns = deps->dns;
 	q->stats = deps->stats ? deps->stats : &q->own_stats;

@@ -34,6 +34,7 @@ struct queue_stats {
 
 struct health;
 struct stats;
+struct conncache;
 
 /* What the queue works with; borrowed. health and stats may be NULL. */
 struct queue_deps {
@@ -42,6 +43,7 @@ struct queue_deps {
 	struct dns *dns;
 	struct health *health;
 	struct stats *stats;
+	struct conncache *cache; /* idle outbound sessions to reuse; may be NULL */
 };
 
 /* conf is referenced (conf_ref) and released at queue_free or replacement. */

@@ -53,6 +53,7 @@ enum expect_kind {
 	EXPECT_RCPT,
 	EXPECT_DATA,
 	EXPECT_DOT,      /* end of data after the body: the final reply */
+	EXPECT_RSET,     /* before a further transaction on a reused connection */
 };
 
 struct expect {
@@ -96,6 +97,8 @@ struct smtp_client {
 	struct event *timer;          /* reply timeout; after the result: QUIT linger */
 	struct smtp_client_result result;
 	bool *dead;                   /* set while the callback runs; smtp_client_free marks it */
+	bool idle;                    /* kept open after a transaction (keep_open), no QUIT */
+	unsigned transactions;        /* begun on this connection */
 };
 
 static bool client_reply(struct smtp_client *, struct smtp_reply *);
@@ -143,6 +146,8 @@ kind_stage(enum expect_kind k)
 		return SMTP_STAGE_DATA;
 	case EXPECT_DOT:
 		return SMTP_STAGE_BODY;
+	case EXPECT_RSET:
+		return SMTP_STAGE_GREETING; /* a stale reused connection: like a failed connect */
 	}
 	return SMTP_STAGE_GREETING;
 }
@@ -186,6 +191,8 @@ client_doing(const struct smtp_client *c)
 			return "sending DATA command";
 		case EXPECT_DOT:
 			return "sending end of data -- message may be sent more than once";
+		case EXPECT_RSET:
+			return "reusing the connection (RSET)";
 		}
 	}
 	if (c->state == CLIENT_BODY)
@@ -338,6 +345,13 @@ client_finish(struct smtp_client *c)
 {
 	struct timeval tv = { QUIT_LINGER_S, 0 };
 
+	if (c->p.keep_open && c->result.completed && c->bev != NULL) {
+		/* The owner may reuse the connection (smtp_client_reuse) or free it. */
+		evtimer_del(c->timer);
+		c->expect_head = c->expect_tail = 0;
+		c->idle = true;
+		return client_report(c);
+	}
 	if (c->bev != NULL) {
 		struct evbuffer *out = bufferevent_get_output(c->bev);
 
@@ -506,6 +520,7 @@ client_begin_transaction(struct smtp_client *c)
 	if ((x->ext & SMTP_EXT_SIZE) && c->env->content_size > 0)
 		snprintf(size, sizeof(size), " SIZE=%zu", c->env->content_size);
 	c->state = CLIENT_TRANSACTION;
+	c->transactions++;
 	c->pipelining = (x->ext & SMTP_EXT_PIPELINING) != 0;
 	client_send(c, EXPECT_MAIL, 0, "MAIL FROM:<%s>%s%s%s", c->env->sender,
 	    c->env->body == SMTP_BODY_8BITMIME && (x->ext & SMTP_EXT_8BITMIME) ?
@@ -679,6 +694,13 @@ client_reply(struct smtp_client *c, struct smtp_reply *rep)
 		return client_on_data(c, rep);
 	case EXPECT_DOT:
 		return client_on_dot(c, rep);
+	case EXPECT_RSET:
+		if (rep->code / 100 != 2) {
+			smtp_reply_clear(rep);
+			return client_fail_protocol(c, "RSET refused on a reused connection");
+		}
+		smtp_reply_clear(rep);
+		return client_begin_transaction(c);
 	}
 	smtp_reply_clear(rep);
 	return true;
@@ -762,6 +784,11 @@ client_read_cb(struct bufferevent *bev, void *arg)
 	size_t len;
 	bool go_on;
 
+	if (c->idle) {
+		/* Nothing is due on an idle connection (a 421 before closing, say): unusable. */
+		client_close(c);
+		return;
+	}
 	while (c->bev != NULL) {
 		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
 		if (line == NULL) {
@@ -889,6 +916,13 @@ smtp_client_free(struct smtp_client *c)
 		return;
 	if (c->dead != NULL)
 		*c->dead = true;
+	if (c->idle && c->bev != NULL) {
+		struct evbuffer *out = bufferevent_get_output(c->bev);
+		evbuffer_add(out, "QUIT\r\n", 6);
+		evbuffer_unfreeze(out, 1);
+		(void)evbuffer_write(out, bufferevent_getfd(c->bev));
+		evbuffer_freeze(out, 1);
+	}
 	client_close(c);
 	client_close_content(c);
 	if (c->timer != NULL)
@@ -904,4 +938,60 @@ smtp_client_free(struct smtp_client *c)
 	free(c->chunk);
 	free(c->stuffed);
 	free(c);
+}
+
+bool
+smtp_client_reusable(const struct smtp_client *c)
+{
+	return c->idle && c->bev != NULL && c->state == CLIENT_DONE;
+}
+
+unsigned
+smtp_client_transactions(const struct smtp_client *c)
+{
+	return c->transactions;
+}
+
+void
+smtp_client_reuse(struct smtp_client *c, int content_fd, const struct envelope *env,
+    const size_t *rcpt_idx, size_t nrcpt, smtp_client_cb cb, void *arg)
+{
+	size_t i;
+
+	for (i = 0; i < c->result.nrcpts; i++)
+		smtp_reply_clear(&c->result.rcpts[i].reply);
+	free(c->result.rcpts);
+	free(c->result.error_text);
+	smtp_reply_clear(&c->result.reply);
+	smtp_reply_init(&c->result.reply);
+	c->result.error_text = NULL;
+	c->result.completed = false;
+	c->result.error = 0;
+	c->result.body_sent = false;
+	c->result.stage = SMTP_STAGE_MAIL;
+	c->result.rcpts = xcalloc(nrcpt > 0 ? nrcpt : 1, sizeof(*c->result.rcpts));
+	c->result.nrcpts = nrcpt;
+	for (i = 0; i < nrcpt; i++) {
+		c->result.rcpts[i].index = rcpt_idx[i];
+		c->result.rcpts[i].stage = SMTP_STAGE_RCPT;
+		smtp_reply_init(&c->result.rcpts[i].reply);
+	}
+	free(c->accepted);
+	c->accepted = xcalloc(nrcpt > 0 ? nrcpt : 1, sizeof(*c->accepted));
+	c->naccepted = 0;
+	c->outcome_set = false;
+	c->body_queued = 0;
+	c->dot_queued = false;
+	c->content_fd = content_fd;
+	c->env = env;
+	c->cb = cb;
+	c->arg = arg;
+	c->idle = false;
+	c->expect_head = c->expect_tail = 0;
+	c->state = CLIENT_TRANSACTION;
+	log_debug("smtp_client: %s: reusing the connection (transaction %u)", c->peer,
+	    c->transactions + 1);
+	/* RFC 5321 4.1.1.5: RSET first, which also proves the connection still works. */
+	client_send(c, EXPECT_RSET, 0, "RSET");
+	client_rearm(c);
 }

@@ -73,6 +73,8 @@ struct smtp_client_params {
 	struct netaddr peer;     /* the address connected to */
 	unsigned reply_timeout_s;/* per reply (greeting, EHLO, MAIL, RCPT, DATA) */
 	unsigned body_timeout_s; /* for the final reply after the body (RFC 5321: 10 min) */
+	bool keep_open;          /* after a completed transaction, stay connected (no QUIT)
+	                            so the owner can reuse the session */
 };
 
 typedef void (*smtp_client_cb)(struct smtp_client *c, const struct smtp_client_result *r,
@@ -92,6 +94,20 @@ typedef void (*smtp_client_cb)(struct smtp_client *c, const struct smtp_client_r
 struct smtp_client *smtp_client_start(struct event_base *base, int fd, int content_fd,
     const struct smtp_client_params *p, const struct envelope *env, const size_t *rcpt_idx,
     size_t nrcpt, smtp_client_cb cb, void *arg);
+/* Sends QUIT first when the session is idle (kept open). */
 void smtp_client_free(struct smtp_client *c);
+
+/* Connection reuse: true when the session is idle after a completed transaction and the
+ * server has not closed it. */
+bool smtp_client_reusable(const struct smtp_client *c);
+/* Transactions begun on this connection so far. */
+unsigned smtp_client_transactions(const struct smtp_client *c);
+/*
+ * Runs another transaction on a reusable session (RSET, then MAIL ...), with the same
+ * ownership rules as smtp_client_start: content_fd passes to the client, env and
+ * rcpt_idx are borrowed. A connection that proves dead reports a failed session.
+ */
+void smtp_client_reuse(struct smtp_client *c, int content_fd, const struct envelope *env,
+    const size_t *rcpt_idx, size_t nrcpt, smtp_client_cb cb, void *arg);
 
 #endif

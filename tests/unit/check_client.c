@@ -300,7 +300,7 @@ static void
 run_session(struct run *run, const char *content, size_t len, unsigned timeout_s)
 {
 	static const size_t idx[] = { 0, 1, 2, 3 };
-	struct smtp_client_params p;
+	struct smtp_client_params p = { 0 };
 	struct timeval tv = { 10, 0 };
 	struct event *guard;
 	bool expired = false;
