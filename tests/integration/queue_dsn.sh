@@ -23,7 +23,7 @@ lab_sink_start refuse 198.51.100.91 -f rcpt
 lab_sink_start back 198.51.100.92
 lab_net_addr 198.51.100.93
 lab_conf_write "$LAB_DIR/dualrelay.conf"
-sed -i 's/max_lifetime_s = 120;/max_lifetime_s = 4;/' "$LAB_DIR/dualrelay.conf"
+sed -i 's/max_lifetime_s = 120;/max_lifetime_s = 4; delay_warning_s = 1;/' "$LAB_DIR/dualrelay.conf"
 lab_daemon_start "$LAB_DIR/dualrelay.conf"
 
 from=alice@client.example
@@ -85,12 +85,18 @@ lab_expect_log "$(lab_re "$qid2"): sender is <>: no delivery status notification
 sleep 1
 [ "$(lab_sink_count back)" -eq "$before" ] || lab_fail "something was sent about a null-sender message"
 
-# Expiry: nothing listens at mx.down.example; after max_lifetime_s (4 s) the recipient
-# expires and the sender gets a report.
+# Delay warning, then expiry: nothing listens at mx.down.example; after delay_warning_s
+# (1 s) the sender is told once that the message is late, after max_lifetime_s (4 s) the
+# recipient expires and the sender gets the failure report.
 lab_make_message "$LAB_DIR/msg3" "$from" "late@down.example" "expiry"
 lab_send "$from" "late@down.example" "$LAB_DIR/msg3" || lab_fail "expiry message not accepted"
 qid3=$LAB_QID
 lab_expect_log "$(lab_re "$qid3"): to=<late@down.example>.*status=deferred" 10 "the first deferral"
+lab_expect_log "$(lab_re "$qid3"): sender delay notification: [0-9A-F]+" 10 "the delay warning"
 lab_expect_log "$(lab_re "$qid3"): to=<late@down.example>.*dsn=5\.[0-9.]+, status=expired \(message expired after 4 s" 15 "the expiry"
-lab_sink_wait back "$((before + 1))" 10 || lab_fail "no report for the expired recipient"
+lab_sink_wait back "$((before + 2))" 10 || lab_fail "no delay warning and failure report for the expired recipient"
+[ "$(grep -c "$(lab_re "$qid3"): sender delay notification" "$LAB_LOG")" -eq 1 ] ||
+	lab_fail "more than one delay warning"
+grep -l "^Subject: Delayed Mail (still being retried)" $(lab_sink_files back) >/dev/null ||
+	lab_fail "no 'Delayed Mail' report at the sender's MX"
 lab_pass
