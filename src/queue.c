@@ -121,6 +121,13 @@ queue_backoff_s(unsigned attempts, unsigned min_s, unsigned max_s, uint32_t rnd)
 	return t < 1 ? 1 : (unsigned)(t + 0.5);
 }
 
+bool
+queue_expired(time_t arrival, time_t now, unsigned max_lifetime_s)
+{
+	/* A clock that went backwards never expires anything early. */
+	return now >= arrival && (unsigned long long)(now - arrival) >= max_lifetime_s;
+}
+
 /* ---- The heap ---- */
 
 static void
@@ -379,7 +386,7 @@ apply_result(struct queue *q, struct queue_msg *m, const struct delivery_result 
 		q->stats->bounced[stats_family(res->family)]++;
 		break;
 	default:
-		if (now - m->env->arrival >= (time_t)c->queue.max_lifetime_s) {
+		if (queue_expired(m->env->arrival, now, c->queue.max_lifetime_s)) {
 			/* Postfix's maximal_queue_lifetime: the last temporary error becomes final. */
 			char *why = xasprintf("message expired after %u s in the queue; last error: %s",
 			    c->queue.max_lifetime_s, r->reason);
@@ -553,7 +560,7 @@ expire_if_old(struct queue *q, struct queue_msg *m, size_t i)
 {
 	struct envelope_rcpt *r = &m->env->rcpts[i];
 	if (r->state != RCPT_DEFERRED ||
-	    time(NULL) - m->env->arrival < (time_t)q->conf->queue.max_lifetime_s)
+	    !queue_expired(m->env->arrival, time(NULL), q->conf->queue.max_lifetime_s))
 		return;
 	char *why = xasprintf("message expired after %u s in the queue; last error: %s",
 	    q->conf->queue.max_lifetime_s, r->reason ? r->reason : "none");

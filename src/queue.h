@@ -77,5 +77,7 @@ void queue_free(struct queue *q);
  * messages deferred together do not retry in lock-step. Pure, for tests.
  */
 unsigned queue_backoff_s(unsigned attempts, unsigned min_s, unsigned max_s, uint32_t rnd);
+/* Postfix's maximal_queue_lifetime: has a message that arrived then outlived the limit? */
+bool queue_expired(time_t arrival, time_t now, unsigned max_lifetime_s);
 
 #endif

@@ -47,6 +47,18 @@ START_TEST(test_backoff_degenerate_bounds)
 }
 END_TEST
 
+START_TEST(test_expiry)
+{
+	time_t t = 1790000000;
+	ck_assert(!queue_expired(t, t, 432000));
+	ck_assert(!queue_expired(t, t + 431999, 432000));
+	ck_assert(queue_expired(t, t + 432000, 432000));
+	ck_assert(queue_expired(t, t + 999999, 432000));
+	ck_assert(!queue_expired(t, t - 5, 432000));   /* clock went backwards */
+	ck_assert(queue_expired(t, t, 0));              /* lifetime 0: expire at once */
+}
+END_TEST
+
 static Suite *
 queue_suite(void)
 {
@@ -56,6 +68,7 @@ queue_suite(void)
 	tcase_add_test(tc, test_backoff_capped_at_max);
 	tcase_add_test(tc, test_backoff_jitter_bounds);
 	tcase_add_test(tc, test_backoff_degenerate_bounds);
+	tcase_add_test(tc, test_expiry);
 	suite_add_tcase(s, tc);
 	return s;
 }
