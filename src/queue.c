@@ -78,6 +78,18 @@ TAILQ_HEAD(queue_dest_list, queue_dest);
 
 #define DEST_BUCKETS 4096
 
+/*
+ * A destination whose last delivery could not reach any of its hosts (connect failures,
+ * DNS failures: every recipient deferred with a 4.4.x status). Until `until`, further
+ * jobs for it are deferred at once without a connection attempt, as Postfix suspends a
+ * dead destination, so a host that is down is not hammered by every queued message.
+ */
+struct dead_dest {
+	char *domain;            /* owned */
+	time_t until;
+	char *why;               /* owned: the failure that made it dead */
+};
+
 struct queue {
 	struct event_base *base;
 	struct spool *spool;
@@ -97,6 +109,8 @@ struct queue {
 	struct event *sync_ev;   /* makes this loop turn's removals durable, in one fsync */
 	bool sync_pending;       /* sync_ev is active */
 	struct stats *stats;     /* borrowed counters */
+	struct dead_dest *dead;  /* destinations that just failed to connect */
+	size_t ndead, dead_cap;
 	struct stats own_stats;  /* used when the caller gives none */
 };
 
@@ -494,11 +508,51 @@ job_free(struct queue_job *j)
 	free(j);
 }
 
-static void
-on_delivered(struct delivery *d, const struct delivery_result *results, size_t n, void *arg)
+static struct dead_dest *
+dead_find(struct queue *q, const char *domain)
 {
-	struct queue_job *j = arg;
-	struct queue *q = j->q;
+	for (size_t i = 0; i < q->ndead; i++)
+		if (strcmp(q->dead[i].domain, domain) == 0)
+			return &q->dead[i];
+	return NULL;
+}
+
+static void
+dead_forget(struct queue *q, struct dead_dest *dd)
+{
+	free(dd->domain);
+	free(dd->why);
+	*dd = q->dead[--q->ndead];
+}
+
+/* Marks or clears the destination after a real delivery attempt. */
+static void
+dead_update(struct queue *q, const char *domain, const struct delivery_result *res, size_t n)
+{
+	bool unreachable = n > 0;
+	for (size_t i = 0; i < n && unreachable; i++)
+		unreachable = res[i].state == RCPT_DEFERRED && strncmp(res[i].dsn, "4.4.", 4) == 0;
+	struct dead_dest *dd = dead_find(q, domain);
+	if (!unreachable) {
+		if (dd)
+			dead_forget(q, dd);
+		return;
+	}
+	if (dd == NULL) {
+		q->dead = xgrow(q->dead, sizeof(*q->dead), q->ndead + 1, &q->dead_cap);
+		dd = &q->dead[q->ndead++];
+		dd->domain = xstrdup(domain);
+		dd->why = NULL;
+	}
+	free(dd->why);
+	dd->why = xstrdup(res[0].reason ? res[0].reason : "unreachable");
+	dd->until = time(NULL) + (q->conf->queue.retry_min_s ? q->conf->queue.retry_min_s : 1);
+}
+
+/* Outcomes of a job (delivered or suspended) into the message, the spool and the logs. */
+static void
+job_record(struct queue *q, struct queue_job *j, const struct delivery_result *results, size_t n)
+{
 	struct queue_msg *m = j->msg;
 
 	for (size_t i = 0; i < n; i++)
@@ -515,21 +569,61 @@ on_delivered(struct delivery *d, const struct delivery_result *results, size_t n
 			record(q, m, results[i].index);
 	for (size_t i = 0; i < j->nrcpts; i++)
 		m->busy[j->rcpts[i]] = false;
+	m->jobs--;
+}
+
+static void
+on_delivered(struct delivery *d, const struct delivery_result *results, size_t n, void *arg)
+{
+	struct queue_job *j = arg;
+	struct queue *q = j->q;
+	struct queue_msg *m = j->msg;
+
+	dead_update(q, j->domain, results, n);
+	job_record(q, j, results, n);
 	delivery_free(d);
 	TAILQ_REMOVE(&q->running, j, entry);
 	q->nrunning--;
 	j->dest->running--;
 	dest_update(q, j->dest);
-	m->jobs--;
 	job_free(j);
 	msg_settle(q, m);
 	queue_pump(q);
 	queue_arm(q);
 }
 
+/* A job for a dead destination: deferred at once, no connection (see struct dead_dest). */
+static void
+job_suspend(struct queue *q, struct queue_job *j, const struct dead_dest *dd)
+{
+	struct queue_msg *m = j->msg;
+	struct delivery_result *res = xcalloc(j->nrcpts, sizeof(*res));
+	for (size_t i = 0; i < j->nrcpts; i++) {
+		res[i].index = j->rcpts[i];
+		res[i].state = RCPT_DEFERRED;
+		dr_strlcpy(res[i].dsn, "4.4.1", sizeof(res[i].dsn));
+		res[i].reason = xasprintf("delivery temporarily suspended: %s", dd->why);
+		dr_strlcpy(res[i].relay, "none", sizeof(res[i].relay));
+		res[i].family = AF_UNSPEC;
+	}
+	job_record(q, j, res, j->nrcpts);
+	for (size_t i = 0; i < j->nrcpts; i++)
+		free(res[i].reason);
+	free(res);
+	j->dest->running--;
+	dest_update(q, j->dest);
+	job_free(j);
+	msg_settle(q, m); /* no pump here: the caller is the pump */
+}
+
 static void
 job_start(struct queue *q, struct queue_job *j)
 {
+	struct dead_dest *dd = dead_find(q, j->domain);
+	if (dd && time(NULL) < dd->until) {
+		job_suspend(q, j, dd);
+		return;
+	}
 	struct delivery_env denv = { q->base, q->dns, q->spool, q->health, q->stats, q->cache };
 	TAILQ_INSERT_TAIL(&q->running, j, entry);
 	q->nrunning++;
@@ -782,6 +876,10 @@ queue_flush(struct queue *q, const char *what)
 	struct queue_msg *m;
 	size_t n = 0;
 	time_t now = time(NULL);
+
+	/* The operator says try now: suspended destinations get their chance too. */
+	while (q->ndead > 0)
+		dead_forget(q, &q->dead[q->ndead - 1]);
 	TAILQ_FOREACH(m, &q->msgs, all) {
 		if (m->deleted || m->env->held)
 			continue;
@@ -865,6 +963,9 @@ queue_free(struct queue *q)
 		msg_free(m);
 	}
 	free(q->heap);
+	while (q->ndead > 0)
+		dead_forget(q, &q->dead[q->ndead - 1]);
+	free(q->dead);
 	if (q->sync_pending)
 		spool_sync(q->spool);
 	event_free(q->sync_ev);
