@@ -634,8 +634,11 @@ client_on_data(struct smtp_client *c, struct smtp_reply *rep)
 	if (rep->code == 354) {
 		smtp_reply_clear(rep);
 		c->state = CLIENT_BODY;
-		c->chunk = xmalloc(BODY_CHUNK);
-		c->stuffed = xmalloc(2 * BODY_CHUNK);
+		/* Kept across transactions of a reused connection. */
+		if (c->chunk == NULL)
+			c->chunk = xmalloc(BODY_CHUNK);
+		if (c->stuffed == NULL)
+			c->stuffed = xmalloc(2 * BODY_CHUNK);
 		smtp_dot_encoder_init(&c->enc);
 		bufferevent_setwatermark(c->bev, EV_WRITE, BODY_LOW_WATER, 0);
 		return client_body_fill(c);
