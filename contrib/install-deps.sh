@@ -14,7 +14,9 @@ set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config \
 libevent-dev libc-ares-dev libssl-dev libconfig-dev check"
-TEST_PKGS="unbound postfix swaks nftables iproute2 python3 procps util-linux groff-base systemd"
+# python3-prometheus-client: its text-format parser checks /metrics (tests/integration/metrics.sh).
+TEST_PKGS="unbound postfix swaks nftables iproute2 python3 procps util-linux groff-base systemd \
+python3-prometheus-client"
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-deps.sh: must run as root (apt-get install)" >&2

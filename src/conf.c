@@ -462,6 +462,23 @@ parse_prefer_family(struct load *ld, const config_setting_t *s, struct conf *c)
 	free(v);
 }
 
+/* metrics_listen = "127.0.0.1:9125" (or "[::1]:9125"): the port is required. */
+static void
+parse_metrics_listen(struct load *ld, const config_setting_t *s, struct conf *c)
+{
+	char *v = NULL;
+
+	if (get_string(ld, s, "metrics_listen", &v) == -1)
+		return;
+	if (netaddr_parse_hostport(&c->metrics_listen, v, 0) == -1 ||
+	    netaddr_port(&c->metrics_listen) == 0)
+		load_error(ld, s, "metrics_listen: \"%s\" is not ADDRESS:PORT "
+		    "(e.g. \"127.0.0.1:9125\")", v);
+	else
+		c->has_metrics_listen = true;
+	free(v);
+}
+
 /* ---- transports and routes ---------------------------------------------------- */
 
 static void
@@ -909,6 +926,8 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 			parse_patterns(ld, s, c);
 		else if (strcmp(key, "prefer_family") == 0)
 			parse_prefer_family(ld, s, c);
+		else if (strcmp(key, "metrics_listen") == 0)
+			parse_metrics_listen(ld, s, c);
 		else
 			load_error(ld, s, "unknown top-level key \"%s\"", key);
 	}

@@ -64,6 +64,8 @@ struct conf {
 	char *spool_dir;         /* absolute (resolved against the config file's directory);
 	                            default /var/spool/dualrelay */
 	char *control_socket;    /* dualrelayctl's unix socket; default SPOOL/control */
+	bool has_metrics_listen; /* metrics_listen = "ADDR:PORT": Prometheus /metrics over */
+	struct netaddr metrics_listen; /* HTTP (metrics.h); default off. Read at start only. */
 	struct conf_listen *listen; /* default 127.0.0.1:2525 and [::1]:2525; port default 25 */
 	size_t nlisten;
 	struct netaddr_prefix *relay_networks; /* default: 127.0.0.0/8 and ::1/128 */

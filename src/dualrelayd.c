@@ -25,6 +25,7 @@
 #include "explain.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "queue.h"
 #include "selfcheck.h"
 #include "smtp_server.h"
@@ -46,6 +47,7 @@ struct daemon {
 	struct queue *queue;
 	struct smtp_server *server;
 	struct control *control;
+	struct metrics *metrics;     /* NULL unless metrics_listen is set */
 	struct selfcheck *selfcheck;
 	struct event *sig_term, *sig_int, *sig_hup, *shutdown_tick;
 	uint64_t shutdown_deadline;
@@ -243,6 +245,14 @@ daemon_start(struct daemon *d, bool foreground)
 	d->control = control_new(&cd, c->control_socket);
 	if (d->control == NULL)
 		return -1;
+	if (c->has_metrics_listen) {
+		/* Bound once: a changed metrics_listen applies at the next start. */
+		struct metrics_deps md = { .base = d->base, .stats = &d->stats,
+			.queue = d->queue, .server = d->server };
+		d->metrics = metrics_new(&md, &c->metrics_listen);
+		if (d->metrics == NULL)
+			return -1;
+	}
 	d->selfcheck = selfcheck_start(d->base, d->dns, c, on_selfcheck, d);
 	d->sig_term = evsignal_new(d->base, SIGTERM, on_terminate, d);
 	d->sig_int = evsignal_new(d->base, SIGINT, on_terminate, d);
@@ -259,6 +269,7 @@ static void
 daemon_stop(struct daemon *d)
 {
 	selfcheck_free(d->selfcheck);
+	metrics_free(d->metrics);
 	control_free(d->control);
 	if (d->server)
 		smtp_server_free(d->server);
