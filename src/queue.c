@@ -117,6 +117,19 @@ struct queue {
 static void queue_arm(struct queue *q);
 static void queue_pump(struct queue *q);
 
+/*
+ * Whole seconds on the clock the scheduler compares due times with (dr_now, i.e.
+ * gettimeofday). Not time(NULL): Linux serves that from a coarse clock that lags
+ * gettimeofday by up to a tick, so just after a second boundary a recipient found due
+ * by dr_now() could get its next attempt computed from the previous second and be due
+ * again at once; and a dead destination's "until" would still look a second away.
+ */
+static time_t
+queue_time(void)
+{
+	return (time_t)dr_now();
+}
+
 unsigned
 queue_backoff_s(unsigned attempts, unsigned min_s, unsigned max_s, uint32_t rnd)
 {
@@ -284,7 +297,7 @@ msg_note(struct queue_msg *m, size_t index, const char *relay, int family, int d
 	it->index = index;
 	dr_strlcpy(it->relay, relay ? relay : "none", sizeof(it->relay));
 	it->family = family;
-	it->when = time(NULL);
+	it->when = queue_time();
 	it->delayed = delayed;
 }
 
@@ -382,7 +395,7 @@ apply_result(struct queue *q, struct queue_msg *m, const struct delivery_result 
 {
 	struct envelope_rcpt *r = &m->env->rcpts[res->index];
 	const struct conf *c = q->conf;
-	time_t now = time(NULL);
+	time_t now = queue_time();
 	const char *status;
 
 	r->attempts++;
@@ -546,7 +559,7 @@ dead_update(struct queue *q, const char *domain, const struct delivery_result *r
 	}
 	free(dd->why);
 	dd->why = xstrdup(res[0].reason ? res[0].reason : "unreachable");
-	dd->until = time(NULL) + (q->conf->queue.retry_min_s ? q->conf->queue.retry_min_s : 1);
+	dd->until = queue_time() + (q->conf->queue.retry_min_s ? q->conf->queue.retry_min_s : 1);
 }
 
 /* Outcomes of a job (delivered or suspended) into the message, the spool and the logs. */
@@ -620,7 +633,7 @@ static void
 job_start(struct queue *q, struct queue_job *j)
 {
 	struct dead_dest *dd = dead_find(q, j->domain);
-	if (dd && time(NULL) < dd->until) {
+	if (dd && queue_time() < dd->until) {
 		job_suspend(q, j, dd);
 		return;
 	}
@@ -654,7 +667,7 @@ expire_if_old(struct queue *q, struct queue_msg *m, size_t i)
 {
 	struct envelope_rcpt *r = &m->env->rcpts[i];
 	if (r->state != RCPT_DEFERRED ||
-	    !queue_expired(m->env->arrival, time(NULL), q->conf->queue.max_lifetime_s))
+	    !queue_expired(m->env->arrival, queue_time(), q->conf->queue.max_lifetime_s))
 		return;
 	char *why = xasprintf("message expired after %u s in the queue; last error: %s",
 	    q->conf->queue.max_lifetime_s, r->reason ? r->reason : "none");
@@ -875,7 +888,7 @@ queue_flush(struct queue *q, const char *what)
 {
 	struct queue_msg *m;
 	size_t n = 0;
-	time_t now = time(NULL);
+	time_t now = queue_time();
 
 	/* The operator says try now: suspended destinations get their chance too. */
 	while (q->ndead > 0)
