@@ -392,6 +392,9 @@ parse_queue(struct load *ld, const config_setting_t *s, struct conf *c)
 		else if (strcmp(key, "max_active") == 0)
 			get_unsigned(ld, f, "queue.max_active", 1, 100000,
 			    &c->queue.max_active);
+		else if (strcmp(key, "connection_cache_s") == 0)
+			get_unsigned(ld, f, "queue.connection_cache_s", 0, 3600,
+			    &c->queue.connection_cache_s);
 		else if (strcmp(key, "destination_concurrency") == 0)
 			get_unsigned(ld, f, "queue.destination_concurrency", 1, 100000,
 			    &c->queue.destination_concurrency);
@@ -856,6 +859,7 @@ conf_new(const char *path)
 	c->queue.delay_warning_s = 0;
 	c->queue.max_active = 100;
 	c->queue.destination_concurrency = 20;
+	c->queue.connection_cache_s = 2;
 	c->timeouts.command_timeout_s = 300;
 	c->timeouts.data_timeout_s = 300;
 	c->timeouts.smtp_timeout_s = 300;

@@ -88,6 +88,9 @@ struct conf {
 		unsigned max_lifetime_s; /* default 432000 (5 days) */
 		unsigned delay_warning_s;/* default 0 (off) */
 		unsigned max_active;     /* outbound deliveries at once (global bound); default 100 */
+		unsigned connection_cache_s; /* idle outbound sessions kept this long for the
+		                            next message (Postfix smtp_connection_cache_time_limit);
+		                            default 2, 0 = no reuse */
 		unsigned destination_concurrency; /* per recipient domain; default 20, as
 		                            Postfix's default_destination_concurrency_limit */
 	} queue;

@@ -74,15 +74,15 @@ conncache_free(struct conncache *cc)
 
 void
 conncache_put(struct conncache *cc, const char *transport, const struct netaddr *addr,
-    struct smtp_client *c)
+    struct smtp_client *c, unsigned idle_s)
 {
-	if (!smtp_client_reusable(c) || smtp_client_transactions(c) >= CONNCACHE_MAX_REUSE ||
+	if (idle_s == 0 || !smtp_client_reusable(c) || smtp_client_transactions(c) >= CONNCACHE_MAX_REUSE ||
 	    cc->n >= CONNCACHE_MAX_IDLE) {
 		smtp_client_free(c);
 		return;
 	}
 	struct cached *e = xcalloc(1, sizeof(*e));
-	struct timeval tv = { CONNCACHE_IDLE_S, 0 };
+	struct timeval tv = { (time_t)idle_s, 0 };
 	e->cc = cc;
 	e->transport = xstrdup(transport);
 	e->addr = *addr;

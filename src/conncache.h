@@ -20,7 +20,6 @@ struct event_base;
 struct smtp_client;
 struct conncache;
 
-#define CONNCACHE_IDLE_S 2         /* Postfix's smtp_connection_cache_time_limit */
 #define CONNCACHE_MAX_REUSE 100    /* transactions per connection, then a new one */
 #define CONNCACHE_MAX_IDLE 1000    /* idle sessions kept at most */
 
@@ -28,9 +27,12 @@ struct conncache *conncache_new(struct event_base *base);
 /* Closes (QUIT) and frees every idle session. */
 void conncache_free(struct conncache *cc);
 
-/* Files an idle session (smtp_client_reusable) or frees it when it may not be kept. */
+/*
+ * Files an idle session (smtp_client_reusable) for idle_s seconds, or frees it when it
+ * may not be kept (idle_s 0, too many transactions, cache full, not reusable).
+ */
 void conncache_put(struct conncache *cc, const char *transport, const struct netaddr *addr,
-    struct smtp_client *c);
+    struct smtp_client *c, unsigned idle_s);
 /* An idle session to addr over transport, or NULL. */
 struct smtp_client *conncache_take(struct conncache *cc, const char *transport,
     const struct netaddr *addr);

@@ -283,7 +283,7 @@ start_session(struct delivery *d, int fd, size_t target)
 		.peer = t->addr,
 		.reply_timeout_s = d->conf->timeouts.smtp_timeout_s,
 		.body_timeout_s = d->conf->timeouts.smtp_timeout_s * 2,
-		.keep_open = d->denv.cache != NULL,
+		.keep_open = d->denv.cache != NULL && d->conf->queue.connection_cache_s > 0,
 	};
 	for (size_t i = 0; i < d->nsession; i++)
 		d->session_idx[i] = d->rcpts[d->session[i]];
@@ -557,7 +557,7 @@ on_step(evutil_socket_t fd, short what, void *arg)
 		/* A session that ended its transaction cleanly may serve the next message. */
 		if (step == STEP_REPORT && d->denv.cache != NULL)
 			conncache_put(d->denv.cache, d->transport->name, &d->targets[d->current].addr,
-			    d->client);
+			    d->client, d->conf->queue.connection_cache_s);
 		else
 			smtp_client_free(d->client);
 		d->client = NULL;

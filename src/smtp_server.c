@@ -458,6 +458,13 @@ session_write_received(struct smtp_session *s, time_t now)
 	free(hdr);
 }
 
+/* A spool error that means "no room": 452 4.3.1 (RFC 3463 "mail system full"). */
+static bool
+spool_full(int err)
+{
+	return err == ENOSPC || err == EDQUOT;
+}
+
 static void
 cmd_data(struct smtp_session *s, const char *args)
 {
@@ -483,9 +490,13 @@ cmd_data(struct smtp_session *s, const char *args)
 	s->env->helo = xstrdup(s->helo);
 	s->writer = spool_writer_begin(s->srv->spool, s->env);
 	if (s->writer == NULL) {
+		int err = errno;
 		log_error("NOQUEUE: queue file write error from %s: %s", s->peer_name,
-		    strerror(errno));
-		session_reply(s, "451 4.3.0 Error: queue file write error");
+		    strerror(err));
+		if (spool_full(err)) /* e.g. no inode left for the queue file */
+			session_reply(s, "452 4.3.1 Insufficient system storage");
+		else
+			session_reply(s, "451 4.3.0 Error: queue file write error");
 		return;
 	}
 	smtp_data_decoder_init(&s->dec);
@@ -511,9 +522,18 @@ session_data_end(struct smtp_session *s)
 	} else if (s->data_status == DATA_WRITE_ERROR) {
 		session_reply(s, "452 4.3.1 Insufficient system storage");
 	} else if (spool_writer_commit(s->writer, e) != 0) {
+		int err = errno;
 		s->writer = NULL;
-		log_error("%s: queue file commit error: %s", e->id, strerror(errno));
-		session_reply(s, "451 4.3.0 Error: queue file write error");
+		log_error("%s: queue file commit error: %s", e->id, strerror(err));
+		/*
+		 * The last buffered block is written only now: a full disk shows here for a
+		 * message smaller than the writer's buffer, and is the same condition as
+		 * during DATA (RFC 3463 4.3.1, "mail system full").
+		 */
+		if (spool_full(err))
+			session_reply(s, "452 4.3.1 Insufficient system storage");
+		else
+			session_reply(s, "451 4.3.0 Error: queue file write error");
 	} else {
 		s->writer = NULL;
 		s->env = NULL;
