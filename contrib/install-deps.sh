@@ -9,14 +9,28 @@
 # Tests:  the integration lab (tests/integration) uses real peers: unbound as the DNS server,
 #         Postfix (smtp-sink as the receiving MX, a private Postfix instance as a client),
 #         swaks as an SMTP client, nftables for network faults, iproute2 for the namespaces,
-#         python3 for small probes, procps for pgrep/pkill-free process checks.
+#         python3 for small probes, procps for pgrep/pkill-free process checks,
+#         python3-prometheus-client for its text-format parser (tests/integration/metrics.sh
+#         checks /metrics with it).
+# Fuzz:   clang and its runtimes (libFuzzer, ASan, UBSan) for ./configure CC=clang
+#         --enable-fuzzing and "make fuzz" (tests/fuzz).
 set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config \
 libevent-dev libc-ares-dev libssl-dev libconfig-dev check"
-# python3-prometheus-client: its text-format parser checks /metrics (tests/integration/metrics.sh).
 TEST_PKGS="unbound postfix swaks nftables iproute2 python3 procps util-linux groff-base systemd \
 python3-prometheus-client"
+# tls_*.sh: openssl (the lab's test CA and certificates), sasl2-bin and libsasl2-modules
+# (a Cyrus SASL sasldb for the Postfix smarthost that requires AUTH).
+TEST_PKGS="$TEST_PKGS openssl sasl2-bin libsasl2-modules"
+# dkim_*.sh: python3-dkim (dkimpy, the independent DKIM verifier) and python3-dnspython
+# (its resolver: it reads the keys from the lab DNS); openssl makes the keys.
+TEST_PKGS="$TEST_PKGS python3-dkim python3-dnspython"
+# swaks over IPv6 needs IO::Socket::INET6, STARTTLS needs IO::Socket::SSL and Net::SSLeay,
+# AUTH needs Authen::SASL: Debian's swaks only recommends them.
+TEST_PKGS="$TEST_PKGS libio-socket-inet6-perl libio-socket-ssl-perl libnet-ssleay-perl \
+libauthen-sasl-perl"
+FUZZ_PKGS="clang libclang-rt-14-dev"
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-deps.sh: must run as root (apt-get install)" >&2
@@ -24,7 +38,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=""
-for p in $BUILD_PKGS $TEST_PKGS; do
+for p in $BUILD_PKGS $TEST_PKGS $FUZZ_PKGS; do
 	st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
 	if [ "$st" != "installed" ]; then
 		missing="$missing $p"

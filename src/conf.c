@@ -13,13 +13,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libconfig.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
 
 #include "conf.h"
+#include "dkim.h"
 #include "log.h"
 #include "netaddr.h"
+#include "tls.h"
 #include "util.h"
 
 #define CONF_LISTEN_PORT        2525
@@ -32,7 +37,11 @@ struct load {
 	char *errs;             /* "FILE:LINE: message\n"..., owned */
 	size_t errlen, errcap;
 	unsigned nerrs;
+	const char *base_dir;   /* relative paths in the file resolve against this */
+	struct conf *conf;      /* being built: warnings go to conf->warnings */
 };
+
+static char *resolve_path(const char *base_dir, const char *path);
 
 static void load_error(struct load *ld, const config_setting_t *s, const char *fmt, ...)
     DR_PRINTF(3, 4);
@@ -67,6 +76,27 @@ load_error(struct load *ld, const config_setting_t *s, const char *fmt, ...)
 	load_append(ld, text);
 	free(text);
 	ld->nerrs++;
+}
+
+/* Records one warning located at s in conf->warnings (same form as errors). */
+static void load_warning(struct load *ld, const config_setting_t *s, const char *fmt, ...)
+    DR_PRINTF(3, 4);
+
+static void
+load_warning(struct load *ld, const config_setting_t *s, const char *fmt, ...)
+{
+	char msg[512], *text;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	text = xasprintf("%s%s:%u: %s\n", ld->conf->warnings != NULL ? ld->conf->warnings : "",
+	    s != NULL && config_setting_source_file(s) != NULL ?
+	    config_setting_source_file(s) : ld->name,
+	    s != NULL ? (unsigned)config_setting_source_line(s) : 0, msg);
+	free(ld->conf->warnings);
+	ld->conf->warnings = text;
 }
 
 /* Typed accessors: each reports a wrong type or range itself and returns -1. */
@@ -494,6 +524,8 @@ transport_defaults(struct conf_transport *t, const char *name, int line)
 	t->attempt_delay_ms = 250;      /* RFC 8305 §5 recommended value */
 	t->connect_timeout_s = 30;
 	t->family_fallback = true;
+	t->tls = TLS_POLICY_MAY;
+	t->tls_min_version = TLS1_2_VERSION;
 	t->line = line;
 }
 
@@ -587,10 +619,197 @@ parse_source(struct load *ld, const config_setting_t *f, struct conf_transport *
 	free(v);
 }
 
+/*
+ * The credentials in an auth_file: "user password" on one line (the password is the
+ * rest of the line), or the user name and the password on two lines. The buffer is
+ * wiped before it is freed.
+ */
+static int
+auth_file_parse(char *buf, struct conf_transport *t)
+{
+	char *l1 = buf, *l2 = NULL, *rest = NULL, *p;
+
+	if ((p = strchr(l1, '\n')) != NULL) {
+		*p = '\0';
+		l2 = p + 1;
+		if ((p = strchr(l2, '\n')) != NULL) {
+			*p = '\0';
+			rest = p + 1;
+		}
+	}
+	l1[strcspn(l1, "\r")] = '\0';
+	if (l2 != NULL)
+		l2[strcspn(l2, "\r")] = '\0';
+	if ((p = strpbrk(l1, " \t")) != NULL) {
+		/* One line: nothing else but empty lines may follow. */
+		if ((l2 != NULL && *l2 != '\0') || (rest != NULL && rest[strspn(rest, "\r\n")]))
+			return -1;
+		*p++ = '\0';
+		p += strspn(p, " \t");
+		l2 = p;
+	} else if (rest != NULL && rest[strspn(rest, "\r\n")] != '\0')
+		return -1;
+	if (*l1 == '\0' || l2 == NULL || *l2 == '\0')
+		return -1;
+	t->auth_user = xstrdup(l1);
+	t->auth_pass = xstrdup(l2);
+	return 0;
+}
+
+/* auth_file = "PATH": read now; the file should be readable by the daemon only. */
+static void
+parse_auth_file(struct load *ld, const config_setting_t *f, struct conf_transport *t)
+{
+	char *v = NULL, buf[4096];
+	struct stat st;
+	size_t n;
+	FILE *fp;
+
+	if (get_string(ld, f, "auth_file", &v) == -1)
+		return;
+	free(t->auth_file);
+	t->auth_file = resolve_path(ld->base_dir, v);
+	free(v);
+	if ((fp = fopen(t->auth_file, "re")) == NULL) {
+		load_error(ld, f, "transport %s: auth_file: cannot read %s: %s", t->name,
+		    t->auth_file, strerror(errno));
+		return;
+	}
+	if (fstat(fileno(fp), &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
+		load_warning(ld, f, "transport %s: auth_file %s is readable by %s (mode %04o); "
+		    "it holds a password: chmod 600 it", t->name, t->auth_file,
+		    (st.st_mode & S_IROTH) ? "everyone" : "its group",
+		    (unsigned)(st.st_mode & 07777));
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	buf[n] = '\0';
+	if (ferror(fp) || !feof(fp))
+		load_error(ld, f, "transport %s: auth_file %s: cannot read it whole (at most %zu "
+		    "bytes)", t->name, t->auth_file, sizeof(buf) - 1);
+	else if (strlen(buf) != n || auth_file_parse(buf, t) == -1)
+		load_error(ld, f, "transport %s: auth_file %s: expected \"USER PASSWORD\" on one "
+		    "line, or the user name and the password on two lines", t->name,
+		    t->auth_file);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	fclose(fp);
+}
+
+/* The transport's TLS context, once its settings are all known; s locates errors. */
+static void
+transport_tls_setup(struct load *ld, const config_setting_t *s, struct conf_transport *t)
+{
+	char *err = NULL;
+
+	if (t->tls == TLS_POLICY_NONE)
+		return;
+	t->tls_ctx = tls_ctx_new(t->tls_ca_file, t->tls_min_version, &err);
+	if (t->tls_ctx == NULL) {
+		load_error(ld, s, "transport %s: %s", t->name, err);
+		free(err);
+	}
+}
+
+/* headers = [ "From", ... ] of one dkim entry: a malloc'd array of borrowed names. */
+static const char **
+parse_dkim_headers(struct load *ld, const config_setting_t *s, size_t *n)
+{
+	const char **names;
+
+	*n = 0;
+	if (!is_sequence(ld, s, "dkim.headers"))
+		return NULL;
+	names = xcalloc((size_t)config_setting_length(s) + 1, sizeof(*names));
+	for (int i = 0; i < config_setting_length(s); i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+
+		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+			load_error(ld, e, "dkim.headers: expected strings");
+			free(names);
+			return NULL;
+		}
+		names[(*n)++] = config_setting_get_string(e);
+	}
+	return names;
+}
+
+/* One dkim entry: its key is read and checked now (dkim_keyring_add). */
+static void
+parse_dkim_entry(struct load *ld, const config_setting_t *s, struct conf *c)
+{
+	char *domain = NULL, *selector = NULL, *file = NULL, *alg_name = NULL, *err = NULL;
+	const config_setting_t *hdr_s = NULL;
+	const char **headers = NULL;
+	size_t nheaders = 0;
+	enum dkim_alg alg = DKIM_ALG_RSA_SHA256;
+	unsigned errs = ld->nerrs;
+
+	if (!is_group(ld, s, "dkim entry"))
+		return;
+	for (int k = 0; k < config_setting_length(s); k++) {
+		const config_setting_t *f = config_setting_get_elem(s, (unsigned)k);
+		const char *key = config_setting_name(f);
+
+		if (strcmp(key, "domain") == 0)
+			get_string(ld, f, "dkim.domain", &domain);
+		else if (strcmp(key, "selector") == 0)
+			get_string(ld, f, "dkim.selector", &selector);
+		else if (strcmp(key, "key_file") == 0)
+			get_string(ld, f, "dkim.key_file", &file);
+		else if (strcmp(key, "algorithm") == 0) {
+			if (get_string(ld, f, "dkim.algorithm", &alg_name) == 0 &&
+			    dkim_alg_parse(alg_name, &alg) < 0)
+				load_error(ld, f, "dkim.algorithm: \"%s\" is not ed25519-sha256 or "
+				    "rsa-sha256", alg_name);
+		} else if (strcmp(key, "headers") == 0) {
+			hdr_s = f;
+			free(headers);
+			headers = parse_dkim_headers(ld, f, &nheaders);
+		} else
+			unknown_key(ld, f, "dkim");
+	}
+	if (domain == NULL || selector == NULL || file == NULL || alg_name == NULL)
+		load_error(ld, s, "dkim: domain, selector, key_file and algorithm are required");
+	else if (ld->nerrs == errs) {
+		char *path = resolve_path(ld->base_dir, file);
+
+		if (c->dkim == NULL)
+			c->dkim = dkim_keyring_new();
+		for (size_t i = 0; i < dkim_keyring_count(c->dkim); i++) {
+			const struct dkim_key *k = dkim_keyring_key(c->dkim, i);
+
+			if (strcasecmp(dkim_key_domain(k), domain) == 0 &&
+			    strcasecmp(dkim_key_selector(k), selector) == 0)
+				load_error(ld, s, "dkim: selector %s of %s is defined twice",
+				    selector, domain);
+		}
+		if (ld->nerrs == errs && dkim_keyring_add(c->dkim, domain, selector, path, alg,
+		    headers, nheaders, &err) < 0) {
+			load_error(ld, err != NULL && strncmp(err, "headers", 7) == 0 && hdr_s ?
+			    hdr_s : s, "dkim %s (%s): %s", domain, selector, err);
+			free(err);
+		}
+		free(path);
+	}
+	free(headers);
+	free(domain);
+	free(selector);
+	free(file);
+	free(alg_name);
+}
+
+static void
+parse_dkim(struct load *ld, const config_setting_t *s, struct conf *c)
+{
+	if (!is_sequence(ld, s, "dkim"))
+		return;
+	for (int i = 0; i < config_setting_length(s); i++)
+		parse_dkim_entry(ld, config_setting_get_elem(s, (unsigned)i), c);
+}
+
 static void
 parse_transport(struct load *ld, const config_setting_t *s, struct conf_transport *t)
 {
 	const config_setting_t *s4 = NULL, *s6 = NULL, *port_s = NULL, *relay_s = NULL;
+	const config_setting_t *auth_s = NULL, *ca_s = NULL;
 	bool relay_port = false;
 	char what[128];
 
@@ -635,6 +854,26 @@ parse_transport(struct load *ld, const config_setting_t *s, struct conf_transpor
 			get_unsigned(ld, f, what, 1, 3600, &t->connect_timeout_s);
 		else if (strcmp(key, "family_fallback") == 0)
 			get_bool(ld, f, what, &t->family_fallback);
+		else if (strcmp(key, "tls") == 0) {
+			if (get_string(ld, f, what, &v) == 0 && tls_policy_parse(v, &t->tls) == -1)
+				load_error(ld, f, "%s: unknown TLS policy \"%s\" (none, may, encrypt or "
+				    "verify)", what, v);
+		} else if (strcmp(key, "tls_ca_file") == 0) {
+			ca_s = f;
+			if (get_string(ld, f, what, &v) == 0) {
+				free(t->tls_ca_file);
+				t->tls_ca_file = resolve_path(ld->base_dir, v);
+			}
+		} else if (strcmp(key, "tls_min_version") == 0) {
+			if (get_string(ld, f, what, &v) == 0 &&
+			    tls_version_parse(v, &t->tls_min_version) == -1)
+				load_error(ld, f, "%s: unknown version \"%s\" (TLSv1, TLSv1.1, TLSv1.2 "
+				    "or TLSv1.3)", what, v);
+		} else if (strcmp(key, "auth_file") == 0) {
+			auth_s = f;
+			parse_auth_file(ld, f, t);
+		} else if (strcmp(key, "auth_allow_plaintext") == 0)
+			get_bool(ld, f, what, &t->auth_allow_plaintext);
 		else {
 			snprintf(what, sizeof(what), "transport %s", t->name);
 			unknown_key(ld, f, what);
@@ -648,6 +887,11 @@ parse_transport(struct load *ld, const config_setting_t *s, struct conf_transpor
 		load_error(ld, s6, "transport %s: family \"ipv4\" cannot use source6", t->name);
 	if (t->family == CONF_FAMILY_IPV6 && s4 != NULL)
 		load_error(ld, s4, "transport %s: family \"ipv6\" cannot use source4", t->name);
+	/* Credentials go to a smarthost we name, never to whatever MX a domain lists. */
+	if (auth_s != NULL && t->relay_host == NULL)
+		load_error(ld, auth_s, "transport %s: auth_file needs relay (a smarthost)",
+		    t->name);
+	transport_tls_setup(ld, ca_s != NULL ? ca_s : s, t);
 }
 
 /* Fills c->transports: "default" first (configured or built in), then the others. */
@@ -668,6 +912,8 @@ parse_transports(struct load *ld, const config_setting_t *s, struct conf *c)
 	    def != NULL ? config_setting_source_line(def) : 0);
 	if (def != NULL)
 		parse_transport(ld, def, &c->transports[0]);
+	else
+		transport_tls_setup(ld, NULL, &c->transports[0]);
 	c->ntransports = 1;
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
@@ -891,6 +1137,8 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 	char *spool = NULL, *control = NULL;
 	long long n;
 
+	ld->base_dir = base_dir;
+	ld->conf = c;
 	for (int i = 0; i < config_setting_length(root); i++) {
 		const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
 		const char *key = config_setting_name(s);
@@ -932,6 +1180,8 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 			parse_prefer_family(ld, s, c);
 		else if (strcmp(key, "metrics_listen") == 0)
 			parse_metrics_listen(ld, s, c);
+		else if (strcmp(key, "dkim") == 0)
+			parse_dkim(ld, s, c);
 		else
 			load_error(ld, s, "unknown top-level key \"%s\"", key);
 	}
@@ -1046,6 +1296,15 @@ transport_free(struct conf_transport *t)
 	free(t->helo4);
 	free(t->helo6);
 	free(t->relay_host);
+	free(t->tls_ca_file);
+	tls_ctx_free(t->tls_ctx);
+	free(t->auth_file);
+	if (t->auth_user != NULL)
+		OPENSSL_cleanse(t->auth_user, strlen(t->auth_user));
+	if (t->auth_pass != NULL)
+		OPENSSL_cleanse(t->auth_pass, strlen(t->auth_pass));
+	free(t->auth_user);
+	free(t->auth_pass);
 }
 
 void
@@ -1071,6 +1330,8 @@ conf_free(struct conf *c)
 	for (size_t i = 0; i < c->nfamily_fallback_patterns; i++)
 		free(c->family_fallback_patterns[i]);
 	free(c->family_fallback_patterns);
+	free(c->warnings);
+	dkim_keyring_free(c->dkim);
 	free(c);
 }
 

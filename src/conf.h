@@ -13,6 +13,9 @@
 
 #include "log.h"
 #include "netaddr.h"
+#include "tls.h"
+
+struct dkim_keyring;
 
 /* Where the queue lives when the file says nothing. */
 #define CONF_DEFAULT_SPOOL_DIR "/var/spool/dualrelay"
@@ -48,6 +51,26 @@ struct conf_transport {
 	unsigned attempt_delay_ms;  /* RFC 8305 connection attempt delay (default 250, 10..2000) */
 	unsigned connect_timeout_s; /* per connection attempt (default 30) */
 	bool family_fallback;    /* SMTP-level retry over the other family (default true) */
+	/*
+	 * Outbound TLS (tls.h): tls = "none" | "may" | "encrypt" | "verify" (default "may").
+	 * "verify" matches the certificate against the MX host name, or the relay host
+	 * name for a smarthost transport. tls_ca_file (PEM) replaces the system CA store;
+	 * tls_min_version is "TLSv1" .. "TLSv1.3" (default "TLSv1.2").
+	 */
+	enum tls_policy tls;
+	char *tls_ca_file;       /* absolute; NULL: the system default store */
+	int tls_min_version;     /* OpenSSL TLS1_x_VERSION */
+	struct tls_ctx *tls_ctx; /* made at load from the above, owned; NULL for "none" */
+	/*
+	 * Smarthost AUTH (RFC 4954), relay transports only: auth_file holds the user name
+	 * and the password, either on one line separated by white space ("user password";
+	 * the password is the rest of the line) or on two lines (user, then password).
+	 * It is read at load (and reload); credentials are never sent without TLS unless
+	 * auth_allow_plaintext = true.
+	 */
+	char *auth_file;         /* absolute; NULL: no AUTH */
+	char *auth_user, *auth_pass; /* read from auth_file; wiped when freed */
+	bool auth_allow_plaintext;
 	int line;                /* where it was defined, for diagnostics */
 };
 
@@ -113,6 +136,20 @@ struct conf {
 	 * The file says prefer_family = "any" | "ipv4" | "ipv6" (or "prefer-ipv4"/"-ipv6").
 	 */
 	enum conf_family prefer_family;
+	/*
+	 * Things worth fixing that do not stop the daemon, "FILE:LINE: message\n" each
+	 * (e.g. an auth_file readable by group or others); NULL when none. dualrelayd -n
+	 * prints them, the daemon logs them.
+	 */
+	char *warnings;
+	/*
+	 * DKIM signing (dkim.h): dkim = ( { domain = "example.org"; selector = "s2026";
+	 * key_file = "PATH"; algorithm = "ed25519-sha256" | "rsa-sha256"; headers = [ ... ]
+	 * (optional: replaces the default set) }, ... ). Keys are read and checked at load
+	 * (file mode, type, RSA size); mail is signed with the keys of its From: domain or of
+	 * the closest parent domain that has any. NULL when nothing is configured.
+	 */
+	struct dkim_keyring *dkim;
 };
 
 /*

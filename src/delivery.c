@@ -13,6 +13,11 @@
  *             EHLO, MAIL, RCPT or after the body), a new race over the other family's
  *             candidates carries the rejected recipients and the whole message again.
  *             One fallback per delivery; both sessions are logged.
+ *   PLAINTEXT with tls = "may", a failed TLS handshake (not a refused certificate)
+ *             sends the same recipients again at once over a new connection to the
+ *             same address, without STARTTLS, as Postfix does; the main race then
+ *             resumes if that fails too. "encrypt" and "verify" never do this: their
+ *             TLS failures are ordinary session failures (next address, then defer).
  *
  * Completion is always reported from a zero-delay event, so the owner may free the
  * delivery inside its callback and no module is freed under its own callback.
@@ -54,6 +59,7 @@ enum delivery_step {
 	STEP_NEXT_CANDIDATE,  /* free the failed session, race on */
 	STEP_FALLBACK,        /* free the session, race over the other family */
 	STEP_REPORT,          /* results are final: free the session, report */
+	STEP_PLAINTEXT,       /* free the session, reconnect to it without TLS */
 };
 
 struct delivery {
@@ -73,7 +79,10 @@ struct delivery {
 	struct race_target *targets; /* all candidates, owned */
 	size_t ntargets;
 	bool *target_failed;     /* per target: connect failed in this delivery */
+	bool *target_plain;      /* per target: its TLS handshake failed ("may"): no STARTTLS */
 	struct race *race;       /* the running race (first or fallback) */
+	struct race *retry_race; /* the one-target race of a plaintext retry */
+	size_t retry_target;     /* target index of that retry */
 	size_t *race_map;        /* race index -> target index */
 	struct smtp_client *client;
 	size_t current;          /* target index of the running session */
@@ -90,6 +99,8 @@ struct delivery {
 	char last_dsn[16];
 	char last_relay[DELIVERY_RELAY_MAX];
 	int last_family;
+	char last_tls[DELIVERY_TLS_MAX];
+	char cur_tls[DELIVERY_TLS_MAX]; /* TLS of the session being reported ("none") */
 
 	struct delivery_result *results; /* one per rcpt (position), final at report */
 	enum delivery_step step;
@@ -100,18 +111,19 @@ static void start_race(struct delivery *d, int only_family);
 
 static void
 set_last_error(struct delivery *d, const char *dsn, const char *relay, int family,
-    char *reason /* owned, taken */)
+    const char *tls, char *reason /* owned, taken */)
 {
 	free(d->last_error);
 	d->last_error = reason;
 	dr_strlcpy(d->last_dsn, dsn, sizeof(d->last_dsn));
 	dr_strlcpy(d->last_relay, relay ? relay : "none", sizeof(d->last_relay));
 	d->last_family = family;
+	dr_strlcpy(d->last_tls, tls ? tls : "none", sizeof(d->last_tls));
 }
 
 static void
 set_result(struct delivery_result *r, size_t index, enum rcpt_state state, const char *dsn,
-    const char *relay, int family, char *reason /* owned, taken */)
+    const char *relay, int family, const char *tls, char *reason /* owned, taken */)
 {
 	free(r->reason);
 	r->index = index;
@@ -120,16 +132,18 @@ set_result(struct delivery_result *r, size_t index, enum rcpt_state state, const
 	r->reason = reason;
 	dr_strlcpy(r->relay, relay ? relay : "none", sizeof(r->relay));
 	r->family = family;
+	if (tls != r->tls)
+		dr_strlcpy(r->tls, tls ? tls : "none", sizeof(r->tls));
 }
 
 /* Every recipient of the current session gets the same outcome. */
 static void
 fail_session(struct delivery *d, enum rcpt_state state, const char *dsn, const char *relay,
-    int family, const char *reason)
+    int family, const char *tls, const char *reason)
 {
 	for (size_t i = 0; i < d->nsession; i++) {
 		size_t pos = d->session[i];
-		set_result(&d->results[pos], d->rcpts[pos], state, dsn, relay, family,
+		set_result(&d->results[pos], d->rcpts[pos], state, dsn, relay, family, tls,
 		    xstrdup(reason));
 	}
 }
@@ -167,7 +181,7 @@ static void
 session_exhausted(struct delivery *d)
 {
 	if (d->last_error == NULL)
-		set_last_error(d, "4.4.1", NULL, AF_UNSPEC,
+		set_last_error(d, "4.4.1", NULL, AF_UNSPEC, NULL,
 		    xasprintf("no usable address for %s", d->domain));
 	if (d->fell_back) {
 		/* The other family could not be reached either: what the first family said
@@ -179,13 +193,13 @@ session_exhausted(struct delivery *d)
 			char dsn[16];
 			dr_strlcpy(dsn, r->dsn, sizeof(dsn));
 			dsn[0] = '4';
-			set_result(r, r->index, RCPT_DEFERRED, dsn, r->relay, r->family, why);
+			set_result(r, r->index, RCPT_DEFERRED, dsn, r->relay, r->family, r->tls, why);
 		}
 		finish(d);
 		return;
 	}
 	fail_session(d, d->last_dsn[0] == '5' ? RCPT_BOUNCED : RCPT_DEFERRED, d->last_dsn,
-	    d->last_relay, d->last_family, d->last_error);
+	    d->last_relay, d->last_family, d->last_tls, d->last_error);
 	finish(d);
 }
 
@@ -201,13 +215,14 @@ on_nexthop(struct nexthop *n, const struct nexthop_result *r, void *arg)
 
 	if (r->status != NEXTHOP_OK) {
 		fail_session(d, r->status == NEXTHOP_BOUNCE ? RCPT_BOUNCED : RCPT_DEFERRED, r->dsn,
-		    NULL, AF_UNSPEC, r->reason);
+		    NULL, AF_UNSPEC, NULL, r->reason);
 		finish(d);
 		return;
 	}
 	d->ntargets = r->plan->ncand;
 	d->targets = xcalloc(d->ntargets, sizeof(*d->targets));
 	d->target_failed = xcalloc(d->ntargets, sizeof(bool));
+	d->target_plain = xcalloc(d->ntargets, sizeof(bool));
 	d->race_map = xcalloc(d->ntargets, sizeof(size_t));
 	for (size_t i = 0; i < d->ntargets; i++) {
 		d->targets[i].host = r->plan->cand[i].host; /* owned by the nexthop's plan */
@@ -228,11 +243,10 @@ report_health(struct delivery *d, size_t target, enum health_event ev)
 	    netaddr_family(&d->targets[target].addr), ev, time(NULL));
 }
 
+/* A connection attempt to target ti failed: log, remember, count. */
 static void
-on_race_fail(size_t index, int error, void *arg)
+connect_failed(struct delivery *d, size_t ti, int error)
 {
-	struct delivery *d = arg;
-	size_t ti = d->race_map[index];
 	const struct race_target *t = &d->targets[ti];
 	char relay[DELIVERY_RELAY_MAX], a[NETADDR_STRLEN];
 
@@ -241,7 +255,7 @@ on_race_fail(size_t index, int error, void *arg)
 	log_info("%s: connect to %s[%s]:%u (%s): %s", d->env->id, t->host,
 	    netaddr_ntop(&t->addr, a, sizeof(a)), netaddr_port(&t->addr),
 	    family_name(netaddr_family(&t->addr)), strerror(error));
-	set_last_error(d, "4.4.1", relay, netaddr_family(&t->addr),
+	set_last_error(d, "4.4.1", relay, netaddr_family(&t->addr), NULL,
 	    xasprintf("connect to %s[%s]:%u: %s", t->host, a, netaddr_port(&t->addr),
 		strerror(error)));
 	report_health(d, ti, error == ETIMEDOUT ? HEALTH_CONNECT_TIMEOUT : HEALTH_CONNECT_FAILED);
@@ -249,6 +263,14 @@ on_race_fail(size_t index, int error, void *arg)
 		d->denv.stats->connect_timeout[stats_family(netaddr_family(&t->addr))]++;
 	else
 		d->denv.stats->connect_failed[stats_family(netaddr_family(&t->addr))]++;
+}
+
+static void
+on_race_fail(size_t index, int error, void *arg)
+{
+	struct delivery *d = arg;
+
+	connect_failed(d, d->race_map[index], error);
 }
 
 static const char *
@@ -273,10 +295,13 @@ start_session(struct delivery *d, int fd, size_t target)
 		int err = errno;
 		close(fd);
 		log_error("%s: cannot open queue file: %s", d->env->id, strerror(err));
-		fail_session(d, RCPT_DEFERRED, "4.3.0", NULL, AF_UNSPEC, "queue file read error");
+		fail_session(d, RCPT_DEFERRED, "4.3.0", NULL, AF_UNSPEC, NULL,
+		    "queue file read error");
 		finish(d);
 		return;
 	}
+	const struct conf_transport *tr = d->transport;
+	bool plain = d->target_plain[target];
 	struct smtp_client_params p = {
 		.helo_name = helo_for(d, netaddr_family(&t->addr)),
 		.peer_name = t->host,
@@ -284,6 +309,13 @@ start_session(struct delivery *d, int fd, size_t target)
 		.reply_timeout_s = d->conf->timeouts.smtp_timeout_s,
 		.body_timeout_s = d->conf->timeouts.smtp_timeout_s * 2,
 		.keep_open = d->denv.cache != NULL && d->conf->queue.connection_cache_s > 0,
+		/* "verify" checks the smarthost's name for a relay, else the MX host's. */
+		.tls = plain ? NULL : tr->tls_ctx,
+		.tls_policy = plain ? TLS_POLICY_NONE : tr->tls,
+		.tls_name = tr->relay_host != NULL ? tr->relay_host : t->host,
+		.auth_user = tr->auth_user,
+		.auth_pass = tr->auth_pass,
+		.auth_allow_plaintext = tr->auth_allow_plaintext,
 	};
 	for (size_t i = 0; i < d->nsession; i++)
 		d->session_idx[i] = d->rcpts[d->session[i]];
@@ -392,6 +424,54 @@ start_race(struct delivery *d, int only_family)
 	race_next(d->race);
 }
 
+static void
+on_retry_race_fail(size_t index, int error, void *arg)
+{
+	struct delivery *d = arg;
+
+	(void)index;
+	connect_failed(d, d->retry_target, error);
+}
+
+/* The plaintext retry connected, or could not: then the main race resumes. */
+static void
+on_retry_race(enum race_event ev, int fd, size_t index, const struct race_failure *failures,
+    size_t nfailures, void *arg)
+{
+	struct delivery *d = arg;
+	(void)index;
+	(void)failures;
+	(void)nfailures;
+
+	if (ev == RACE_CONNECTED) {
+		start_session(d, fd, d->retry_target);
+		return;
+	}
+	d->state = DELIVERY_CONNECT;
+	race_next(d->race);
+}
+
+/* A new connection to the current target, for a session without STARTTLS. */
+static void
+start_plaintext_retry(struct delivery *d)
+{
+	const struct conf_transport *t = d->transport;
+	struct race_params p = {
+		.attempt_delay_ms = t->attempt_delay_ms,
+		.connect_timeout_ms = t->connect_timeout_s * 1000u,
+		.source4 = t->has_source4 ? &t->source4 : NULL,
+		.source6 = t->has_source6 ? &t->source6 : NULL,
+	};
+
+	d->retry_target = d->current;
+	if (d->retry_race)
+		race_free(d->retry_race);
+	d->state = DELIVERY_CONNECT;
+	d->retry_race = race_new(d->denv.base, &d->targets[d->current], 1, &p, on_retry_race,
+	    on_retry_race_fail, d);
+	race_next(d->retry_race);
+}
+
 /* ---- Step 3: the SMTP session ---- */
 
 static void
@@ -406,11 +486,11 @@ result_from_reply(struct delivery *d, struct delivery_result *res, size_t rcpt_i
 	smtp_reply_dsn(reply, "0.0", dsn, sizeof(dsn));
 	if (reply->code >= 200 && reply->code < 300) {
 		set_result(res, rcpt_index, RCPT_DELIVERED, dsn, relay, netaddr_family(&t->addr),
-		    line);
+		    d->cur_tls, line);
 		return;
 	}
 	set_result(res, rcpt_index, reply->code >= 500 ? RCPT_BOUNCED : RCPT_DEFERRED, dsn, relay,
-	    netaddr_family(&t->addr), xasprintf("host %s[%s] said: %s (%s)", t->host,
+	    netaddr_family(&t->addr), d->cur_tls, xasprintf("host %s[%s] said: %s (%s)", t->host,
 		netaddr_ntop(&t->addr, a, sizeof(a)), line, smtp_client_stage_name(stage)));
 	free(line);
 }
@@ -442,9 +522,9 @@ log_fallback(struct delivery *d, size_t pos, int to)
 {
 	const struct delivery_result *r = &d->results[pos];
 	log_info("%s: to=<%s>, relay=%s, family=%s, delay=%.2f, dsn=%s, status=fallback (%s; "
-	    "retrying over %s)", d->env->id, d->env->rcpts[r->index].addr, r->relay,
+	    "retrying over %s), tls=%s", d->env->id, d->env->rcpts[r->index].addr, r->relay,
 	    family_name(r->family), dr_now() - d->arrival, r->dsn, r->reason,
-	    family_name(to));
+	    family_name(to), r->tls);
 }
 
 /* Narrows the session to the recipients at positions keep[0..n) and falls back. */
@@ -499,6 +579,7 @@ on_session(struct smtp_client *c, const struct smtp_client_result *r, void *arg)
 	struct delivery *d = arg;
 	(void)c;
 
+	tls_info_format(&r->tls, d->cur_tls, sizeof(d->cur_tls));
 	if (r->completed) {
 		on_session_completed(d, r);
 		return;
@@ -509,18 +590,36 @@ on_session(struct smtp_client *c, const struct smtp_client_result *r, void *arg)
 	if (r->reply.code != 0) {
 		struct delivery_result tmp = { 0 };
 		result_from_reply(d, &tmp, 0, &r->reply, r->stage);
-		set_last_error(d, tmp.dsn, relay, tmp.family, tmp.reason);
+		set_last_error(d, tmp.dsn, relay, tmp.family, d->cur_tls, tmp.reason);
 	} else {
-		set_last_error(d, "4.4.2", relay, netaddr_family(&t->addr),
-		    xstrdup(r->error_text ? r->error_text : "lost connection"));
+		/* TLS and AUTH failures decided by the client carry their own code. */
+		set_last_error(d, r->dsn[0] ? r->dsn : "4.4.2", relay, netaddr_family(&t->addr),
+		    d->cur_tls, xstrdup(r->error_text ? r->error_text : "lost connection"));
 	}
 	log_info("%s: %s (%s)", d->env->id, d->last_error, family_name(netaddr_family(&t->addr)));
+
+	if (r->tls_failed && d->transport->tls == TLS_POLICY_MAY && !d->target_plain[d->current]) {
+		/* Opportunistic TLS must not cost the delivery: try again without it. */
+		log_info("%s: TLS failed with %s (tls = may): retrying in plaintext on a new "
+		    "connection", d->env->id, relay);
+		d->target_plain[d->current] = true;
+		schedule_step(d, STEP_PLAINTEXT);
+		return;
+	}
+	if (r->stage == SMTP_STAGE_AUTH && r->reply.code == 535) {
+		/* RFC 4954 6: the smarthost refused our credentials; retrying will not help
+		 * until the operator fixes them. The reply never holds the password. */
+		fail_session(d, RCPT_BOUNCED, d->last_dsn, relay, d->last_family, d->last_tls,
+		    d->last_error);
+		finish(d);
+		return;
+	}
 
 	if (r->reply.code >= 400 && blames_family(d, &r->reply, r->stage)) {
 		int to = fallback_family(d);
 		if (to != AF_UNSPEC) {
 			fail_session(d, r->reply.code >= 500 ? RCPT_BOUNCED : RCPT_DEFERRED,
-			    d->last_dsn, relay, d->last_family, d->last_error);
+			    d->last_dsn, relay, d->last_family, d->last_tls, d->last_error);
 			size_t *keep = xcalloc(d->nsession ? d->nsession : 1, sizeof(size_t));
 			memcpy(keep, d->session, d->nsession * sizeof(size_t));
 			begin_fallback(d, keep, d->nsession, to);
@@ -532,7 +631,8 @@ on_session(struct smtp_client *c, const struct smtp_client_result *r, void *arg)
 	if (r->stage == SMTP_STAGE_MAIL && r->reply.code >= 500) {
 		/* A permanent answer to MAIL FROM (or a synthesized one: SMTPUTF8, SIZE) is
 		 * about this message, not this host: another MX would say the same. */
-		fail_session(d, RCPT_BOUNCED, d->last_dsn, relay, d->last_family, d->last_error);
+		fail_session(d, RCPT_BOUNCED, d->last_dsn, relay, d->last_family, d->last_tls,
+		    d->last_error);
 		finish(d);
 		return;
 	}
@@ -573,6 +673,9 @@ on_step(evutil_socket_t fd, short what, void *arg)
 	case STEP_FALLBACK:
 		start_race(d, d->fallback_family);
 		break;
+	case STEP_PLAINTEXT:
+		start_plaintext_retry(d);
+		break;
 	case STEP_REPORT:
 		/* Last action: the owner may free us. */
 		d->cb(d, d->results, d->nrcpts, d->arg);
@@ -607,6 +710,8 @@ delivery_start(const struct delivery_env *denv, const struct conf *conf,
 	d->cb = cb;
 	d->arg = arg;
 	d->last_family = AF_UNSPEC;
+	dr_strlcpy(d->last_tls, "none", sizeof(d->last_tls));
+	dr_strlcpy(d->cur_tls, "none", sizeof(d->cur_tls));
 	d->step_ev = event_new(denv->base, -1, 0, on_step, d);
 	d->transport = route_lookup(conf, d->domain);
 	d->state = DELIVERY_RESOLVE;
@@ -624,9 +729,12 @@ delivery_free(struct delivery *d)
 		smtp_client_free(d->client);
 	if (d->race)
 		race_free(d->race);
+	if (d->retry_race)
+		race_free(d->retry_race);
 	nexthop_free(d->nexthop);
 	free(d->targets);
 	free(d->target_failed);
+	free(d->target_plain);
 	free(d->race_map);
 	for (size_t i = 0; i < d->nrcpts; i++)
 		free(d->results[i].reason);

@@ -27,6 +27,7 @@ struct spool;
 struct delivery;
 
 #define DELIVERY_RELAY_MAX 320
+#define DELIVERY_TLS_MAX 128
 
 struct delivery_result {
 	size_t index;            /* recipient index in the envelope */
@@ -35,6 +36,8 @@ struct delivery_result {
 	char *reason;            /* owned by the delivery: what happened, with the remote reply */
 	char relay[DELIVERY_RELAY_MAX]; /* "mx.example.org[192.0.2.25]:25", or "none" */
 	int family;              /* AF_INET, AF_INET6, or AF_UNSPEC when nothing connected */
+	char tls[DELIVERY_TLS_MAX]; /* the session's TLS: "TLSv1.3:CIPHER:verified" (or
+	                            ":unverified"), "none" for plaintext or no session */
 };
 
 struct health;

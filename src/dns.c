@@ -53,7 +53,7 @@ struct dns_answer {
 	size_t nmx;
 	struct netaddr *addrs;   /* A/AAAA answers, port 0 */
 	size_t naddrs;
-	char **names;            /* PTR answers */
+	char **names;            /* PTR answers; TXT answers (each record's strings joined) */
 	size_t nnames;
 };
 
@@ -80,6 +80,7 @@ enum dns_kind {
 	DNS_KIND_MX,
 	DNS_KIND_ADDR,
 	DNS_KIND_PTR,
+	DNS_KIND_TXT,
 };
 
 /* The caller's handle (see dns.h for its lifetime). */
@@ -94,6 +95,7 @@ struct dns_query {
 		dns_mx_cb mx;
 		dns_addr_cb addr;
 		dns_ptr_cb ptr;
+		dns_txt_cb txt;
 	} cb;
 	void *arg;
 	struct event *deliver;              /* zero-delay event running the callback */
@@ -510,6 +512,53 @@ dns_answer_parse_ptr(struct dns_answer *a, const unsigned char *abuf, int alen)
 	a->ttl = dns_answer_min_ttl(abuf, alen, ns_t_ptr);
 }
 
+/* One TXT record: its character-strings (RFC 1035 3.3.14) joined, as DKIM reads them. */
+static void
+dns_txt_rr(enum dns_section sec, const struct dns_rr *rr, void *arg)
+{
+	struct dns_ptr_ctx *c = arg;
+	char *text = xmalloc((size_t)rr->rdlen + 1);
+	size_t n = 0;
+
+	if (sec != DNS_SECTION_ANSWER || rr->type != ns_t_txt) {
+		free(text);
+		return;
+	}
+	for (int off = 0; off < rr->rdlen;) {
+		int len = rr->rdata[off];
+
+		if (off + 1 + len > rr->rdlen) {
+			c->bad = true;
+			free(text);
+			return;
+		}
+		memcpy(text + n, rr->rdata + off + 1, (size_t)len);
+		n += (size_t)len;
+		off += 1 + len;
+	}
+	text[n] = '\0';
+	c->a->names = xgrow(c->a->names, sizeof(*c->a->names), c->a->nnames + 1, &c->cap);
+	c->a->names[c->a->nnames++] = text;
+}
+
+static void
+dns_answer_parse_txt(struct dns_answer *a, const unsigned char *abuf, int alen)
+{
+	struct dns_ptr_ctx c = { abuf, alen, a, 0, false };
+
+	if (dns_walk(abuf, alen, dns_txt_rr, &c) < 0 || c.bad) {
+		dns_answer_clear(a);
+		dns_answer_from_ares_error(a, ARES_EBADRESP, abuf, alen);
+		return;
+	}
+	if (a->nnames == 0) {
+		dns_answer_from_ares_error(a, ARES_ENODATA, abuf, alen);
+		return;
+	}
+	a->status = DNS_OK;
+	a->ttl = dns_answer_min_ttl(abuf, alen, ns_t_txt);
+}
+
 static void
 dns_answer_build(struct dns_answer *a, int type, int status, const unsigned char *abuf,
     int alen)
@@ -529,10 +578,30 @@ dns_answer_build(struct dns_answer *a, int type, int status, const unsigned char
 	case ns_t_aaaa:
 		dns_answer_parse_aaaa(a, abuf, alen);
 		break;
+	case ns_t_txt:
+		dns_answer_parse_txt(a, abuf, alen);
+		break;
 	default:
 		dns_answer_parse_ptr(a, abuf, alen);
 		break;
 	}
+}
+
+enum dns_status
+dns_answer_parse(int type, const unsigned char *abuf, int alen, size_t *nrecords,
+    unsigned *ttl)
+{
+	struct dns_answer a, copy;
+	enum dns_status st;
+
+	dns_answer_build(&a, type, ARES_SUCCESS, abuf, alen);
+	dns_answer_copy(&copy, &a);  /* what the cache stores */
+	dns_answer_clear(&a);
+	st = copy.status;
+	*nrecords = copy.nmx + copy.naddrs + copy.nnames;
+	*ttl = copy.ttl;
+	dns_answer_clear(&copy);
+	return st;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -751,6 +820,14 @@ dns_deliver_cb(evutil_socket_t fd, short what, void *arg)
 		cb(&r, cbarg);
 		break;
 	}
+	case DNS_KIND_TXT: {
+		dns_txt_cb cb = q->cb.txt;
+		struct dns_txt_result r = { a.status, a.names, a.nnames, a.error };
+
+		free(q);
+		cb(&r, cbarg);
+		break;
+	}
 	}
 	dns_answer_clear(&a);
 }
@@ -964,6 +1041,15 @@ dns_query_ptr(struct dns *d, const struct netaddr *a, dns_ptr_cb cb, void *arg)
 	dns_submit(q, ns_t_ptr, name);
 	free(name);
 	return q;
+}
+
+struct dns_query *
+dns_query_txt(struct dns *d, const char *name, dns_txt_cb cb, void *arg)
+{
+	struct dns_query *q = dns_query_new(d, DNS_KIND_TXT, arg);
+
+	q->cb.txt = cb;
+	return dns_submit(q, ns_t_txt, name);
 }
 
 void

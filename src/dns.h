@@ -1,7 +1,8 @@
 /*
  * dns: asynchronous DNS with c-ares driven by our libevent loop (no resolver thread, no
  * blocking call). Offers what delivery needs: MX of a domain, A and AAAA of a host
- * (queried separately so each family's outcome is known), PTR of an address. Answers are
+ * (queried separately so each family's outcome is known), PTR of an address, and TXT
+ * (for the DKIM key check). Answers are
  * cached up to their TTL (negative answers up to the SOA minimum, capped).
  *
  * Ownership: a dns_query handle belongs to the caller until its callback runs or the
@@ -12,6 +13,7 @@
 #define DR_DNS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "netaddr.h"
@@ -57,6 +59,13 @@ struct dns_ptr_result {
 	const char *error;
 };
 
+struct dns_txt_result {
+	enum dns_status status;
+	char **texts;        /* one per TXT record, its strings joined; owned by the result */
+	size_t ntexts;
+	const char *error;
+};
+
 struct dns_config {
 	const char *const *servers; /* "ADDR", "ADDR:PORT", "[V6]:PORT"; NULL/0 = resolv.conf */
 	size_t nservers;
@@ -68,6 +77,7 @@ struct dns_config {
 typedef void (*dns_mx_cb)(const struct dns_mx_result *r, void *arg);
 typedef void (*dns_addr_cb)(const struct dns_addr_result *r, void *arg);
 typedef void (*dns_ptr_cb)(const struct dns_ptr_result *r, void *arg);
+typedef void (*dns_txt_cb)(const struct dns_txt_result *r, void *arg);
 
 /* NULL on failure, with *error set to a static reason. */
 struct dns *dns_new(struct event_base *base, const struct dns_config *cfg, const char **error);
@@ -81,6 +91,8 @@ struct dns_query *dns_query_mx(struct dns *d, const char *domain, dns_mx_cb cb, 
 struct dns_query *dns_query_addr(struct dns *d, const char *host, int family, dns_addr_cb cb,
     void *arg);
 struct dns_query *dns_query_ptr(struct dns *d, const struct netaddr *a, dns_ptr_cb cb, void *arg);
+/* TXT records of name (dualrelayd checks published DKIM keys with it). */
+struct dns_query *dns_query_txt(struct dns *d, const char *name, dns_txt_cb cb, void *arg);
 /* The callback will not run; safe to call until the callback has started. */
 void dns_cancel(struct dns_query *q);
 
@@ -96,5 +108,12 @@ const char *dns_status_name(enum dns_status s);
  */
 unsigned dns_answer_min_ttl(const unsigned char *abuf, int alen, int type);
 unsigned dns_answer_negative_ttl(const unsigned char *abuf, int alen);
+/*
+ * Parses abuf as the answer to a successful query of type (ns_t_mx, ns_t_a, ns_t_aaaa,
+ * ns_t_ptr), through the code live answers take (and the cache's copy), then discards
+ * the result: returns its status and sets *nrecords and *ttl. For tests and the fuzzer.
+ */
+enum dns_status dns_answer_parse(int type, const unsigned char *abuf, int alen,
+    size_t *nrecords, unsigned *ttl);
 
 #endif

@@ -21,6 +21,7 @@
 #include "conf.h"
 #include "conncache.h"
 #include "control.h"
+#include "dkim.h"
 #include "dns.h"
 #include "explain.h"
 #include "health.h"
@@ -57,13 +58,34 @@ static void
 usage(FILE *out)
 {
 	fprintf(out,
-	    "usage: dualrelayd [-fnhV] [-c config] [-r domain]\n"
+	    "usage: dualrelayd [-fnhkKV] [-c config] [-r domain]\n"
 	    "  -c FILE  configuration file (default " SYSCONFDIR "/dualrelay.conf)\n"
 	    "  -f       stay in the foreground and log to stderr\n"
 	    "  -n       check the configuration and exit (0 when valid, 1 with the errors);\n"
 	    "           also checks the reverse DNS of the configured source addresses\n"
+	    "  -k       print the DNS TXT record to publish for each DKIM selector, and exit\n"
+	    "  -K       the same, and check each against the record published in DNS\n"
+	    "           (exit 1 when one is missing or differs)\n"
 	    "  -r DOMAIN  explain how mail to DOMAIN would be routed now, and exit\n"
 	    "  -V       print the version and exit\n");
+}
+
+/* The configuration's warnings (conf.h), one per line: to stderr, or logged. */
+static void
+report_warnings(const struct conf *c, bool to_stderr)
+{
+	char *copy, *save = NULL;
+
+	if (c->warnings == NULL)
+		return;
+	copy = xstrdup(c->warnings);
+	for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (to_stderr)
+			fprintf(stderr, "warning: %s\n", line);
+		else
+			log_warn("%s", line);
+	}
+	free(copy);
 }
 
 static struct conf *
@@ -71,6 +93,8 @@ load_conf(const char *path, bool report_to_stderr)
 {
 	char *errors = NULL;
 	struct conf *c = conf_load(path, true, &errors);
+	if (c != NULL)
+		report_warnings(c, report_to_stderr);
 	if (c == NULL) {
 		if (report_to_stderr)
 			fputs(errors ? errors : "configuration error\n", stderr);
@@ -138,6 +162,7 @@ daemon_reload(void *arg, char **errors)
 		return -1;
 	}
 	free(errs);
+	report_warnings(c, false);
 	smtp_server_set_conf(d->server, c);
 	queue_set_conf(d->queue, c);
 	conf_free(d->conf);
@@ -351,15 +376,108 @@ run_offline(struct conf *c, const char *route_domain)
 	return 0;
 }
 
+/* -k and -K: the DKIM key records, and (-K) how DNS compares. */
+struct dkim_records {
+	struct event_base *base;
+	const struct dkim_key *key;  /* the key being checked */
+	bool ok;
+};
+
+static void
+on_dkim_txt(const struct dns_txt_result *r, void *arg)
+{
+	struct dkim_records *dr = arg;
+	char *name = dkim_key_dns_name(dr->key);
+	const char *why = "no TXT record";
+
+	dr->ok = false;
+	if (r->status != DNS_OK && r->status != DNS_NODATA)
+		why = r->error != NULL ? r->error : dns_status_name(r->status);
+	for (size_t i = 0; r->status == DNS_OK && i < r->ntexts && !dr->ok; i++)
+		dr->ok = dkim_key_txt_matches(dr->key, r->texts[i], &why);
+	if (dr->ok)
+		printf("; %s: the published record matches the key\n", name);
+	else
+		printf("; %s: NOT OK: %s\n", name, why);
+	free(name);
+	event_base_loopbreak(dr->base);
+}
+
+/* Prints txt as a zone-file TXT value: character-strings of at most 255 bytes. */
+static void
+print_txt_strings(const char *txt)
+{
+	size_t len = strlen(txt);
+
+	for (size_t off = 0; off < len; off += 255)
+		printf("%s\"%.*s\"", off > 0 ? " " : "", (int)(len - off < 255 ? len - off : 255),
+		    txt + off);
+}
+
+static int
+run_dkim_records(struct conf *c, bool check)
+{
+	struct dkim_records dr = { NULL, NULL, true };
+	struct dns *dns = NULL;
+	const char *why = NULL;
+	int rc = 0;
+
+	if (dkim_keyring_count(c->dkim) == 0) {
+		fprintf(stderr, "%s: no dkim keys configured\n", c->path);
+		return 1;
+	}
+	if (check) {
+		struct dns_config dc = {
+			.servers = (const char *const *)c->dns.servers,
+			.nservers = c->dns.nservers,
+			.timeout_ms = c->dns.timeout_ms,
+			.tries = c->dns.tries,
+		};
+		log_init("dualrelayd", LOG_TARGET_STDERR, LOG_LEVEL_WARN);
+		dr.base = event_base_new();
+		if (dr.base == NULL || (dns = dns_new(dr.base, &dc, &why)) == NULL) {
+			fprintf(stderr, "cannot start the DNS resolver: %s\n", why ? why : "no loop");
+			if (dr.base)
+				event_base_free(dr.base);
+			return 1;
+		}
+	}
+	for (size_t i = 0; i < dkim_keyring_count(c->dkim); i++) {
+		const struct dkim_key *k = dkim_keyring_key(c->dkim, i);
+		char *name = dkim_key_dns_name(k), *txt = dkim_key_txt_record(k);
+
+		printf("; %s, %s, %d bits, %s\n", dkim_key_domain(k), dkim_alg_name(dkim_key_alg(k)),
+		    dkim_key_bits(k), dkim_key_file(k));
+		printf("%s. IN TXT ", name);
+		print_txt_strings(txt != NULL ? txt : "");
+		printf("\n");
+		if (check) {
+			dr.key = k;
+			fflush(stdout);
+			dns_query_txt(dns, name, on_dkim_txt, &dr);
+			event_base_dispatch(dr.base);
+			if (!dr.ok)
+				rc = 1;
+		}
+		free(name);
+		free(txt);
+	}
+	if (check) {
+		dns_free(dns);
+		event_base_free(dr.base);
+	}
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
 	struct daemon d = { .conf_path = SYSCONFDIR "/dualrelay.conf" };
-	bool foreground = false, check_only = false;
+	bool foreground = false, check_only = false, dkim_print = false, dkim_check = false;
 	const char *route_domain = NULL;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "c:fnhr:V")) != -1) {
+	while ((ch = getopt(argc, argv, "c:fnhkKr:V")) != -1) {
 		switch (ch) {
 		case 'c':
 			d.conf_path = optarg;
@@ -369,6 +487,12 @@ main(int argc, char **argv)
 			break;
 		case 'n':
 			check_only = true;
+			break;
+		case 'k':
+			dkim_print = true;
+			break;
+		case 'K':
+			dkim_print = dkim_check = true;
 			break;
 		case 'r':
 			route_domain = optarg;
@@ -391,6 +515,11 @@ main(int argc, char **argv)
 	d.conf = load_conf(d.conf_path, true);
 	if (d.conf == NULL)
 		return 1;
+	if (dkim_print) {
+		int rc = run_dkim_records(d.conf, dkim_check);
+		conf_free(d.conf);
+		return rc;
+	}
 	if (check_only || route_domain) {
 		int rc = run_offline(d.conf, route_domain);
 		if (check_only && rc == 0)

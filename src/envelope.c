@@ -21,6 +21,8 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include <openssl/evp.h>
+
 #include "envelope.h"
 #include "util.h"
 
@@ -63,6 +65,7 @@ envelope_free(struct envelope *e)
 	free(e->sender);
 	free(e->client_addr);
 	free(e->helo);
+	free(e->prepend);
 	free(e);
 }
 
@@ -172,8 +175,9 @@ envelope_buf_field(struct envelope_buf *b, const char *key, const char *value)
 	return true;
 }
 
-char *
-envelope_encode_header(const struct envelope *e, size_t *len)
+/* Encodes the header record, with a pad line of pad spaces when padded. */
+static char *
+envelope_encode(const struct envelope *e, bool padded, size_t pad, size_t *len)
 {
 	struct envelope_buf b = { NULL, 0, 0 };
 	char num[32];
@@ -198,13 +202,73 @@ envelope_encode_header(const struct envelope *e, size_t *len)
 		/* An empty recipient could not be read back (the decoder requires one). */
 		ok = a != NULL && a[0] != '\0' && envelope_buf_field(&b, "rcpt", a);
 	}
+	if (ok && e->prepend != NULL && e->prepend[0] != '\0') {
+		/* Header lines with CR LF: base64 keeps them on one record line. */
+		size_t plen = strlen(e->prepend);
+		char *b64 = xmalloc(4 * ((plen + 2) / 3) + 1);
+
+		EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)e->prepend, (int)plen);
+		ok = envelope_buf_field(&b, "prepend", b64);
+		free(b64);
+	}
 	if (!ok) {
 		free(b.data);
 		return NULL;
 	}
+	if (padded) {
+		static const char spaces[64] = "                                "
+		    "                                ";
+
+		envelope_buf_add(&b, "pad ", 4);
+		for (size_t left = pad; left > 0;) {
+			size_t n = left < sizeof(spaces) ? left : sizeof(spaces);
+
+			envelope_buf_add(&b, spaces, n);
+			left -= n;
+		}
+		envelope_buf_add(&b, "\n", 1);
+	}
 	envelope_buf_add(&b, "\n", 1);
 	*len = b.len;
 	return b.data;
+}
+
+char *
+envelope_encode_header(const struct envelope *e, size_t *len)
+{
+	return envelope_encode(e, false, 0, len);
+}
+
+char *
+envelope_encode_header_padded(const struct envelope *e, size_t pad, size_t *len)
+{
+	return envelope_encode(e, true, pad, len);
+}
+
+/* Decodes a base64 prepend value; NULL when it is not base64 or holds a NUL. */
+static char *
+envelope_decode_prepend(const char *val, size_t vlen)
+{
+	char *out;
+	int n;
+
+	if (vlen == 0 || vlen % 4 != 0 || vlen > INT_MAX)
+		return NULL;
+	out = xmalloc(vlen / 4 * 3 + 1);
+	if ((n = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)val,
+	    (int)vlen)) < 0) {
+		free(out);
+		return NULL;
+	}
+	/* EVP_DecodeBlock counts the bytes the '=' padding stands for. */
+	for (size_t i = vlen; i > 0 && val[i - 1] == '=' && n > 0; i--)
+		n--;
+	out[n] = '\0';
+	if (memchr(out, '\0', (size_t)n) != NULL) {
+		free(out);
+		return NULL;
+	}
+	return out;
 }
 
 /*
@@ -325,8 +389,16 @@ envelope_header_line(struct envelope *e, unsigned *seen, const char *key, size_t
 		addr = xstrndup(val, vlen);
 		envelope_add_rcpt(e, addr);
 		free(addr);
+	} else if (envelope_key_is(key, klen, "prepend")) {
+		if (e->prepend != NULL)
+			return "duplicate prepend";
+		if ((e->prepend = envelope_decode_prepend(val, vlen)) == NULL)
+			return "bad prepend";
 	}
-	/* Unknown keys: written by a newer version; ignore them. */
+	/*
+	 * "pad" (room reserved for a prepend, spool.c) and unknown keys (written by a
+	 * newer version) are ignored.
+	 */
 	return NULL;
 }
 

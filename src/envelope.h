@@ -52,7 +52,14 @@ struct envelope {
 	struct envelope_rcpt *rcpts; /* owned array */
 	size_t nrcpts;
 	size_t rcpts_cap;
-	size_t content_size; /* bytes of content (set by the spool), 0 when unknown */
+	/*
+	 * Header fields sent before the content (each with its CR LF), NULL when none: the
+	 * DKIM-Signature fields, known only once the whole message was read, and so kept
+	 * out of the content. Owned. In the header record as "prepend BASE64".
+	 */
+	char *prepend;
+	size_t content_size; /* bytes sent as the message: prepend and content (set by the
+	                        spool), 0 when unknown */
 	bool held;           /* on hold by the operator: not delivered until released */
 };
 
@@ -71,6 +78,12 @@ const char *rcpt_state_name(enum rcpt_state s);
 
 /* Header record: returns a malloc'd buffer and its length via *len. */
 char *envelope_encode_header(const struct envelope *e, size_t *len);
+/*
+ * The same with a last line "pad" followed by pad spaces (decoders ignore it): the spool
+ * reserves room this way and later rewrites the record in place, at the same length,
+ * with prepend set and less padding.
+ */
+char *envelope_encode_header_padded(const struct envelope *e, size_t pad, size_t *len);
 /*
  * Parses a header at the start of buf. On success returns a new envelope (recipients
  * PENDING) and sets *header_len to the number of bytes before the content. Returns NULL

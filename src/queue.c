@@ -121,8 +121,9 @@ static void queue_pump(struct queue *q);
  * Whole seconds on the clock the scheduler compares due times with (dr_now, i.e.
  * gettimeofday). Not time(NULL): Linux serves that from a coarse clock that lags
  * gettimeofday by up to a tick, so just after a second boundary a recipient found due
- * by dr_now() could get its next attempt computed from the previous second and be due
- * again at once; and a dead destination's "until" would still look a second away.
+ * by dr_now() would get its next attempt computed from the previous second, be due
+ * again at once and be deferred over and over until time(NULL) caught up; and a dead
+ * destination's "until" would still look a second away.
  */
 static time_t
 queue_time(void)
@@ -371,13 +372,14 @@ msg_new(struct queue *q, struct envelope *e, double arrival)
 
 static void
 log_outcome(const struct queue_msg *m, const struct envelope_rcpt *r, const char *relay,
-    int family, const char *status)
+    int family, const char *tls, const char *status)
 {
-	log_info("%s: to=<%s>, relay=%s, family=%s, delay=%.2f, dsn=%s, status=%s (%s)",
+	/* tls= last: tests and log parsers match the fields before it as they were. */
+	log_info("%s: to=<%s>, relay=%s, family=%s, delay=%.2f, dsn=%s, status=%s (%s), tls=%s",
 	    m->env->id, r->addr, relay,
 	    family == AF_INET || family == AF_INET6 ? netaddr_family_name(family) : "none",
 	    dr_now() - m->arrival, r->dsn[0] ? r->dsn : "4.0.0", status,
-	    r->reason ? r->reason : "");
+	    r->reason ? r->reason : "", tls != NULL && *tls != '\0' ? tls : "none");
 }
 
 static void
@@ -432,7 +434,7 @@ apply_result(struct queue *q, struct queue_msg *m, const struct delivery_result 
 		q->stats->deferred[stats_family(res->family)]++;
 		break;
 	}
-	log_outcome(m, r, res->relay, res->family, status);
+	log_outcome(m, r, res->relay, res->family, res->tls, status);
 	if (r->state == RCPT_BOUNCED)
 		msg_note(m, res->index, res->relay, res->family, 0);
 	else if (r->state == RCPT_DEFERRED && c->queue.delay_warning_s > 0 && !m->delay_warned &&
@@ -679,7 +681,7 @@ expire_if_old(struct queue *q, struct queue_msg *m, size_t i)
 		dr_strlcpy(r->dsn, "5.4.7", sizeof(r->dsn));
 	q->stats->bounced[STATS_NONE]++;
 	record(q, m, i);
-	log_outcome(m, r, "none", AF_UNSPEC, "expired");
+	log_outcome(m, r, "none", AF_UNSPEC, "none", "expired");
 	msg_note(m, i, "none", AF_UNSPEC, 0);
 }
 

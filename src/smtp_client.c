@@ -17,6 +17,11 @@
  * (RFC 5321 4.1.1.10 lets the client close after sending QUIT). The callback may free
  * the client: a flag on the stack tells the running handler to touch nothing more.
  * Sessions are logged at debug level only: the caller logs outcomes.
+ *
+ * STARTTLS (RFC 3207) swaps the plain socket bufferevent for an OpenSSL one on the same
+ * fd once the server said 220; the handshake is one more expected "reply" (EXPECT_TLS),
+ * so the same timer bounds it, and the EHLO after it starts from a clean slate. AUTH
+ * (RFC 4954) runs after that, lock-step, and its lines are never logged.
  */
 #include "config.h"
 
@@ -30,13 +35,19 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
 
 #include "envelope.h"
 #include "log.h"
 #include "netaddr.h"
 #include "smtp_client.h"
 #include "smtp_proto.h"
+#include "tls.h"
 #include "util.h"
 
 #define BODY_CHUNK (64 * 1024)        /* bytes read from the content file at a time */
@@ -54,6 +65,11 @@ enum expect_kind {
 	EXPECT_DATA,
 	EXPECT_DOT,      /* end of data after the body: the final reply */
 	EXPECT_RSET,     /* before a further transaction on a reused connection */
+	EXPECT_STARTTLS, /* 220 to STARTTLS */
+	EXPECT_TLS,      /* not a reply: the TLS handshake completing */
+	EXPECT_AUTH_USER,/* 334 to AUTH LOGIN: the user name is due */
+	EXPECT_AUTH_PASS,/* 334 after the user name: the password is due */
+	EXPECT_AUTH,     /* 235 (or a refusal) ending AUTH */
 };
 
 struct expect {
@@ -99,10 +115,18 @@ struct smtp_client {
 	bool *dead;                   /* set while the callback runs; smtp_client_free marks it */
 	bool idle;                    /* kept open after a transaction (keep_open), no QUIT */
 	unsigned transactions;        /* begun on this connection */
+
+	bool tls_on;                  /* bev is an OpenSSL bufferevent (handshake begun) */
+	bool tls_refused;             /* "may": STARTTLS got an error reply; plaintext */
+	struct tls_info tls;          /* the finished handshake; kept across reuse */
+	bool authed;                  /* AUTH succeeded (or was not needed) */
 };
 
 static bool client_reply(struct smtp_client *, struct smtp_reply *);
 static bool client_body_fill(struct smtp_client *);
+static void client_read_cb(struct bufferevent *, void *);
+static void client_write_cb(struct bufferevent *, void *);
+static void client_event_cb(struct bufferevent *, short, void *);
 
 const char *
 smtp_client_stage_name(enum smtp_client_stage s)
@@ -124,6 +148,10 @@ smtp_client_stage_name(enum smtp_client_stage s)
 		return "in reply to end of DATA command";
 	case SMTP_STAGE_QUIT:
 		return "in reply to QUIT command";
+	case SMTP_STAGE_STARTTLS:
+		return "in reply to STARTTLS command";
+	case SMTP_STAGE_AUTH:
+		return "in reply to AUTH command";
 	}
 	return "in reply to an unknown command";
 }
@@ -148,6 +176,13 @@ kind_stage(enum expect_kind k)
 		return SMTP_STAGE_BODY;
 	case EXPECT_RSET:
 		return SMTP_STAGE_GREETING; /* a stale reused connection: like a failed connect */
+	case EXPECT_STARTTLS:
+	case EXPECT_TLS:
+		return SMTP_STAGE_STARTTLS;
+	case EXPECT_AUTH_USER:
+	case EXPECT_AUTH_PASS:
+	case EXPECT_AUTH:
+		return SMTP_STAGE_AUTH;
 	}
 	return SMTP_STAGE_GREETING;
 }
@@ -193,6 +228,14 @@ client_doing(const struct smtp_client *c)
 			return "sending end of data -- message may be sent more than once";
 		case EXPECT_RSET:
 			return "reusing the connection (RSET)";
+		case EXPECT_STARTTLS:
+			return "sending STARTTLS";
+		case EXPECT_TLS:
+			return "performing the TLS handshake";
+		case EXPECT_AUTH_USER:
+		case EXPECT_AUTH_PASS:
+		case EXPECT_AUTH:
+			return "authenticating (AUTH)";
 		}
 	}
 	if (c->state == CLIENT_BODY)
@@ -289,6 +332,55 @@ client_send(struct smtp_client *c, enum expect_kind kind, size_t rcpt, const cha
 	expect_push(c, kind, rcpt);
 }
 
+/* Like client_send for a line carrying credentials: logged as shown; line is wiped and
+ * freed. */
+static void
+client_send_secret(struct smtp_client *c, enum expect_kind kind, const char *shown, char *line)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t len = strlen(line);
+
+	log_debug("smtp_client: %s: > %s", c->peer, shown);
+	evbuffer_add(out, line, len);
+	evbuffer_add(out, "\r\n", 2);
+	OPENSSL_cleanse(line, len);
+	free(line);
+	expect_push(c, kind, 0);
+}
+
+/*
+ * Writes a short line at once, not from the event loop, so that it leaves even when the
+ * owner frees the client right after the callback (QUIT). Over TLS it is an SSL_write
+ * of its own, and only when nothing is queued: OpenSSL then has no partial record
+ * waiting to be retried with other bytes. It is a courtesy; failures are ignored.
+ */
+static void
+client_write_now(struct smtp_client *c, const char *text)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t len = strlen(text);
+	SSL *ssl;
+
+	if (c->tls_on) {
+		ssl = bufferevent_openssl_get_ssl(c->bev);
+		if (ssl != NULL && c->tls.active && evbuffer_get_length(out) == 0) {
+			ERR_clear_error();
+			(void)SSL_write(ssl, text, (int)len);
+			ERR_clear_error();
+		}
+		return;
+	}
+	evbuffer_add(out, text, len);
+	/*
+	 * A bufferevent keeps the start of its output frozen; libevent's own write path
+	 * thaws it around each write in just this way. A short or failed write leaves the
+	 * rest to the bufferevent, which is fine.
+	 */
+	evbuffer_unfreeze(out, 1);
+	(void)evbuffer_write(out, bufferevent_getfd(c->bev));
+	evbuffer_freeze(out, 1);
+}
+
 /* Body bytes that actually left our buffer: the server may have the (partial) message. */
 static bool
 client_body_written(const struct smtp_client *c)
@@ -353,18 +445,8 @@ client_finish(struct smtp_client *c)
 		return client_report(c);
 	}
 	if (c->bev != NULL) {
-		struct evbuffer *out = bufferevent_get_output(c->bev);
-
 		log_debug("smtp_client: %s: > QUIT", c->peer);
-		evbuffer_add(out, "QUIT\r\n", 6);
-		/*
-		 * A bufferevent keeps the start of its output frozen; libevent's own write
-		 * path thaws it around each write in just this way. A short or failed write
-		 * leaves the rest to the bufferevent, which is fine.
-		 */
-		evbuffer_unfreeze(out, 1);
-		(void)evbuffer_write(out, bufferevent_getfd(c->bev));
-		evbuffer_freeze(out, 1);
+		client_write_now(c, "QUIT\r\n");
 		evtimer_add(c->timer, &tv);
 	}
 	c->expect_head = c->expect_tail = 0;
@@ -389,6 +471,10 @@ client_set_failure(struct smtp_client *c, enum smtp_client_stage stage, int erro
 	c->result.stage = stage;
 	c->result.error = error;
 	c->result.body_sent = client_body_written(c);
+	/* Whatever ends the session during the handshake makes it a failed handshake. */
+	c->result.tls_failed = !expect_empty(c) && c->expect[c->expect_head].kind == EXPECT_TLS;
+	if (c->result.tls_failed)
+		dr_strlcpy(c->result.dsn, "4.7.5", sizeof(c->result.dsn));
 }
 
 /* Records a reply that failed the session at stage; rep is taken over. */
@@ -463,6 +549,41 @@ client_fail_synth(struct smtp_client *c, int code, const char *enhanced, char *t
 	return client_finish(c);
 }
 
+/* A failure we decide ourselves without a reply (TLS policy, AUTH); text is taken over. */
+static bool
+client_fail_local(struct smtp_client *c, enum smtp_client_stage stage, const char *dsn,
+    char *text)
+{
+	client_set_failure(c, stage, 0);
+	dr_strlcpy(c->result.dsn, dsn, sizeof(c->result.dsn));
+	free(c->result.error_text);
+	c->result.error_text = text;
+	log_debug("smtp_client: %s: %s", c->peer, text);
+	return client_finish(c);
+}
+
+/* A TLS-level error (alert, bad record, handshake refused): the stream is unusable. */
+static bool
+client_fail_tls(struct smtp_client *c, const unsigned long *errs, size_t nerrs)
+{
+	char why[512];
+	bool handshake = !expect_empty(c) && c->expect[c->expect_head].kind == EXPECT_TLS;
+
+	if (!c->outcome_set) {
+		tls_error_text(bufferevent_openssl_get_ssl(c->bev), errs, nerrs, why, sizeof(why));
+		client_set_failure(c, client_stage(c), EPROTO);
+		free(c->result.error_text);
+		if (handshake)
+			c->result.error_text = xasprintf("TLS handshake with %s failed: %s",
+			    c->peer, why);
+		else
+			c->result.error_text = xasprintf("TLS error with %s while %s: %s", c->peer,
+			    client_doing(c), why);
+	}
+	log_debug("smtp_client: %s: %s", c->peer, c->result.error_text);
+	return client_abort(c);
+}
+
 /* Every accepted recipient gets rep as its final reply; the transaction is complete. */
 static bool
 client_complete(struct smtp_client *c, enum smtp_client_stage stage, const struct smtp_reply *rep)
@@ -534,6 +655,205 @@ client_begin_transaction(struct smtp_client *c)
 	return true;
 }
 
+/* RFC 4954: mechanism names in the EHLO AUTH list (upper case, space separated). */
+static bool
+client_mech_offered(const char *mechs, const char *mech)
+{
+	size_t n = strlen(mech);
+
+	for (const char *p = mechs; *p != '\0'; ) {
+		size_t len = strcspn(p, " ");
+
+		if (len == n && memcmp(p, mech, n) == 0)
+			return true;
+		p += len;
+		p += strspn(p, " ");
+	}
+	return false;
+}
+
+/* Base64 (RFC 4648 4) of data[0..len), malloc'd. */
+static char *
+client_b64(const void *data, size_t len)
+{
+	char *out = xmalloc(4 * ((len + 2) / 3) + 1);
+
+	EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+	return out;
+}
+
+/* AUTH PLAIN (RFC 4616) with the initial response, or AUTH LOGIN, as offered. */
+static bool
+client_begin_auth(struct smtp_client *c)
+{
+	const struct smtp_ehlo_info *x = &c->result.ehlo;
+	size_t ulen, plen, len;
+	char *msg, *b64;
+
+	if (!(x->ext & SMTP_EXT_AUTH)) {
+		/* Nothing to authenticate with: the server decides whether it relays for us. */
+		log_info("smtp_client: %s offers no AUTH; sending without authentication",
+		    c->peer);
+		c->authed = true;
+		return client_begin_transaction(c);
+	}
+	if (!c->tls.active && !c->p.auth_allow_plaintext)
+		return client_fail_local(c, SMTP_STAGE_AUTH, "4.7.0", xasprintf("not sending "
+		    "credentials to %s without TLS (auth_allow_plaintext is false)", c->peer));
+	if (client_mech_offered(x->auth_mechs, "PLAIN")) {
+		/* authzid (empty) NUL authcid NUL passwd */
+		ulen = strlen(c->p.auth_user);
+		plen = c->p.auth_pass != NULL ? strlen(c->p.auth_pass) : 0;
+		len = ulen + plen + 2;
+		msg = xmalloc(len);
+		msg[0] = '\0';
+		memcpy(msg + 1, c->p.auth_user, ulen);
+		msg[ulen + 1] = '\0';
+		memcpy(msg + ulen + 2, c->p.auth_pass != NULL ? c->p.auth_pass : "", plen);
+		b64 = client_b64(msg, len);
+		OPENSSL_cleanse(msg, len);
+		free(msg);
+		msg = xasprintf("AUTH PLAIN %s", b64);
+		OPENSSL_cleanse(b64, strlen(b64));
+		free(b64);
+		client_send_secret(c, EXPECT_AUTH, "AUTH PLAIN (credentials not logged)", msg);
+		return true;
+	}
+	if (client_mech_offered(x->auth_mechs, "LOGIN")) {
+		client_send(c, EXPECT_AUTH_USER, 0, "AUTH LOGIN");
+		return true;
+	}
+	return client_fail_local(c, SMTP_STAGE_AUTH, "4.7.0", xasprintf("no AUTH mechanism in "
+	    "common with %s (it offers %s; we have PLAIN and LOGIN)", c->peer,
+	    x->auth_mechs[0] != '\0' ? x->auth_mechs : "none"));
+}
+
+static bool
+client_on_auth(struct smtp_client *c, struct smtp_reply *rep, enum expect_kind kind)
+{
+	const char *secret;
+
+	if (kind != EXPECT_AUTH && rep->code == 334) {
+		/* AUTH LOGIN: the challenges are fixed prompts; answer in order. */
+		secret = kind == EXPECT_AUTH_USER ? c->p.auth_user : c->p.auth_pass;
+		smtp_reply_clear(rep);
+		client_send_secret(c, kind == EXPECT_AUTH_USER ? EXPECT_AUTH_PASS : EXPECT_AUTH,
+		    kind == EXPECT_AUTH_USER ? "(user name not logged)" : "(password not logged)",
+		    client_b64(secret != NULL ? secret : "", secret != NULL ? strlen(secret) : 0));
+		return true;
+	}
+	if (kind == EXPECT_AUTH && rep->code == 235) {
+		smtp_reply_clear(rep);
+		c->authed = true;
+		/* Borrowed from a configuration that a reload may free: done with them. */
+		c->p.auth_user = c->p.auth_pass = NULL;
+		return client_begin_transaction(c);
+	}
+	return client_fail_reply(c, SMTP_STAGE_AUTH, rep);
+}
+
+/*
+ * After a successful EHLO/HELO: STARTTLS when the policy asks for it, then AUTH when
+ * configured, then the transaction.
+ */
+static bool
+client_after_hello(struct smtp_client *c)
+{
+	if (c->p.tls_policy != TLS_POLICY_NONE && !c->tls_on && !c->tls_refused) {
+		if ((c->result.ehlo.ext & SMTP_EXT_STARTTLS) && c->p.tls != NULL) {
+			client_send(c, EXPECT_STARTTLS, 0, "STARTTLS");
+			return true;
+		}
+		if (c->p.tls_policy != TLS_POLICY_MAY)
+			return client_fail_local(c, SMTP_STAGE_STARTTLS, "4.7.4", xasprintf("TLS is "
+			    "required, but was not offered by host %s", c->peer));
+	}
+	if (c->p.auth_user != NULL && !c->authed)
+		return client_begin_auth(c);
+	return client_begin_transaction(c);
+}
+
+/*
+ * 220 to STARTTLS: the socket passes to an OpenSSL bufferevent and the handshake
+ * starts. Anything the server sent after the 220 came in plaintext and would be read as
+ * if it had come over TLS (the STARTTLS command injection flaw, CVE-2011-0411): refuse.
+ */
+static bool
+client_start_tls(struct smtp_client *c)
+{
+	struct bufferevent *plain = c->bev, *bev;
+	evutil_socket_t fd = bufferevent_getfd(plain);
+	struct timeval wtv = { c->p.reply_timeout_s, 0 };
+	SSL *ssl;
+
+	if (evbuffer_get_length(bufferevent_get_input(plain)) > 0)
+		return client_fail_protocol(c, "data after the reply to STARTTLS");
+	ssl = tls_ssl_new(c->p.tls, c->p.tls_name != NULL ? c->p.tls_name : c->p.peer_name);
+	/* Detach the fd so that freeing the plain bufferevent leaves it open. */
+	bufferevent_setfd(plain, -1);
+	bufferevent_free(plain);
+	bev = bufferevent_openssl_socket_new(c->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING,
+	    BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		log_error("smtp_client: cannot allocate a TLS bufferevent");
+		abort();
+	}
+	c->bev = bev;
+	c->tls_on = true;
+	/* A peer closing without close_notify after QUIT is an ordinary EOF. */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	bufferevent_setcb(bev, client_read_cb, client_write_cb, client_event_cb, c);
+	bufferevent_set_timeouts(bev, NULL, &wtv);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	log_debug("smtp_client: %s: TLS handshake (SNI %s)", c->peer,
+	    c->p.tls_name != NULL ? c->p.tls_name : c->p.peer_name);
+	expect_push(c, EXPECT_TLS, 0);
+	return true;
+}
+
+static bool
+client_on_starttls(struct smtp_client *c, struct smtp_reply *rep)
+{
+	if (rep->code == 220) {
+		smtp_reply_clear(rep);
+		return client_start_tls(c);
+	}
+	if (c->p.tls_policy == TLS_POLICY_MAY) {
+		/* Opportunistic: the session is still fine in plaintext. */
+		log_debug("smtp_client: %s: STARTTLS refused; going on in plaintext", c->peer);
+		smtp_reply_clear(rep);
+		c->tls_refused = true;
+		return client_after_hello(c);
+	}
+	return client_fail_reply(c, SMTP_STAGE_STARTTLS, rep);
+}
+
+/* The handshake finished (BEV_EVENT_CONNECTED on the OpenSSL bufferevent). */
+static void
+client_tls_connected(struct smtp_client *c)
+{
+	char info[128];
+
+	if (c->state == CLIENT_DONE || expect_empty(c) ||
+	    c->expect[c->expect_head].kind != EXPECT_TLS)
+		return;
+	c->expect_head++;
+	tls_info_get(bufferevent_openssl_get_ssl(c->bev), &c->tls);
+	c->result.tls = c->tls;
+	tls_info_format(&c->tls, info, sizeof(info));
+	log_debug("smtp_client: %s: TLS established: %s%s%s", c->peer, info,
+	    c->tls.verified ? "" : ", ", c->tls.verified ? "" : c->tls.verify_error);
+	if (c->p.tls_policy == TLS_POLICY_VERIFY && !c->tls.verified) {
+		client_fail_local(c, SMTP_STAGE_STARTTLS, "4.7.5", xasprintf("server certificate "
+		    "not verified: host %s: %s", c->peer, c->tls.verify_error));
+		return;
+	}
+	/* RFC 3207 4.2: discard what the server said before TLS and ask again. */
+	memset(&c->result.ehlo, 0, sizeof(c->result.ehlo));
+	client_send_ehlo(c, false);
+	client_rearm(c);
+}
+
 static bool
 client_on_greeting(struct smtp_client *c, struct smtp_reply *rep)
 {
@@ -551,7 +871,7 @@ client_on_ehlo(struct smtp_client *c, struct smtp_reply *rep, bool helo)
 		if (!helo)
 			smtp_ehlo_parse(rep, &c->result.ehlo);
 		smtp_reply_clear(rep);
-		return client_begin_transaction(c);
+		return client_after_hello(c);
 	}
 	/* RFC 5321 4.1.4: a server that does not know EHLO gets HELO. */
 	if (!helo && (rep->code == 500 || rep->code == 502 || rep->code == 504 ||
@@ -640,6 +960,16 @@ client_on_data(struct smtp_client *c, struct smtp_reply *rep)
 		if (c->stuffed == NULL)
 			c->stuffed = xmalloc(2 * BODY_CHUNK);
 		smtp_dot_encoder_init(&c->enc);
+		/* Fields made at acceptance (DKIM-Signature) go first, stuffed the same way. */
+		if (c->env->prepend != NULL && c->env->prepend[0] != '\0') {
+			size_t plen = strlen(c->env->prepend), m;
+			char *st = xmalloc(2 * plen);
+
+			m = smtp_dot_encode(&c->enc, c->env->prepend, plen, st);
+			evbuffer_add(bufferevent_get_output(c->bev), st, m);
+			c->body_queued += m;
+			free(st);
+		}
 		bufferevent_setwatermark(c->bev, EV_WRITE, BODY_LOW_WATER, 0);
 		return client_body_fill(c);
 	}
@@ -704,6 +1034,16 @@ client_reply(struct smtp_client *c, struct smtp_reply *rep)
 		}
 		smtp_reply_clear(rep);
 		return client_begin_transaction(c);
+	case EXPECT_STARTTLS:
+		return client_on_starttls(c, rep);
+	case EXPECT_TLS:
+		/* A reply in the middle of the handshake: cannot happen over TLS framing. */
+		smtp_reply_clear(rep);
+		return client_fail_protocol(c, "reply during the TLS handshake");
+	case EXPECT_AUTH_USER:
+	case EXPECT_AUTH_PASS:
+	case EXPECT_AUTH:
+		return client_on_auth(c, rep, e.kind);
 	}
 	smtp_reply_clear(rep);
 	return true;
@@ -782,17 +1122,20 @@ static void
 client_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_client *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in;
 	char *line;
 	size_t len;
 	bool go_on;
 
+	(void)bev;
 	if (c->idle) {
 		/* Nothing is due on an idle connection (a 421 before closing, say): unusable. */
 		client_close(c);
 		return;
 	}
+	/* c->bev, not bev: STARTTLS replaces the bufferevent between two lines. */
 	while (c->bev != NULL) {
+		in = bufferevent_get_input(c->bev);
 		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
 		if (line == NULL) {
 			if (evbuffer_get_length(in) > SMTP_REPLY_LINE_MAX && c->state != CLIENT_DONE)
@@ -830,8 +1173,18 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_client *c = arg;
 	int error = EVUTIL_SOCKET_ERROR();
+	unsigned long errs[8], e;
+	size_t nerrs = 0;
 
-	(void)bev;
+	if (c->tls_on) {
+		while ((e = bufferevent_get_openssl_error(bev)) != 0)
+			if (nerrs < sizeof(errs) / sizeof(errs[0]))
+				errs[nerrs++] = e;
+	}
+	if (what & BEV_EVENT_CONNECTED) {
+		client_tls_connected(c);
+		return;
+	}
 	if (c->state == CLIENT_DONE) {
 		evtimer_del(c->timer);
 		client_close(c);   /* after QUIT: EOF is the normal end */
@@ -839,6 +1192,8 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_TIMEOUT)
 		client_fail_net(c, ETIMEDOUT, true);
+	else if ((what & BEV_EVENT_ERROR) && nerrs > 0)
+		client_fail_tls(c, errs, nerrs);
 	else if ((what & BEV_EVENT_ERROR) && error != 0)
 		client_fail_net(c, error, false);
 	else
@@ -919,13 +1274,8 @@ smtp_client_free(struct smtp_client *c)
 		return;
 	if (c->dead != NULL)
 		*c->dead = true;
-	if (c->idle && c->bev != NULL) {
-		struct evbuffer *out = bufferevent_get_output(c->bev);
-		evbuffer_add(out, "QUIT\r\n", 6);
-		evbuffer_unfreeze(out, 1);
-		(void)evbuffer_write(out, bufferevent_getfd(c->bev));
-		evbuffer_freeze(out, 1);
-	}
+	if (c->idle && c->bev != NULL)
+		client_write_now(c, "QUIT\r\n");
 	client_close(c);
 	client_close_content(c);
 	if (c->timer != NULL)
@@ -972,6 +1322,9 @@ smtp_client_reuse(struct smtp_client *c, int content_fd, const struct envelope *
 	c->result.error = 0;
 	c->result.body_sent = false;
 	c->result.stage = SMTP_STAGE_MAIL;
+	c->result.tls_failed = false;
+	c->result.dsn[0] = '\0';
+	c->result.tls = c->tls;
 	c->result.rcpts = xcalloc(nrcpt > 0 ? nrcpt : 1, sizeof(*c->result.rcpts));
 	c->result.nrcpts = nrcpt;
 	for (i = 0; i < nrcpt; i++) {

@@ -1,7 +1,8 @@
 /*
  * smtp_client: one outbound SMTP session over an already connected socket, as an
  * explicit state machine (greeting, EHLO with HELO fallback, MAIL, RCPT..., DATA, body,
- * QUIT). Uses PIPELINING when offered (RFC 2920: MAIL, all RCPTs and DATA in one
+ * QUIT), with STARTTLS (RFC 3207) and AUTH PLAIN/LOGIN (RFC 4954, 4616) before the
+ * transaction when the caller asks for them. Uses PIPELINING when offered (RFC 2920: MAIL, all RCPTs and DATA in one
  * write), sends BODY=8BITMIME / SMTPUTF8 / SIZE= when offered and needed, dot-stuffs the
  * content read from the spool, and times out every wait. It reports one result: either
  * the transaction ran to its end (a final reply for every recipient), or the session
@@ -20,6 +21,7 @@
 #include "envelope.h"
 #include "netaddr.h"
 #include "smtp_proto.h"
+#include "tls.h"
 
 struct event_base;
 struct smtp_client;
@@ -33,6 +35,8 @@ enum smtp_client_stage {
 	SMTP_STAGE_DATA,       /* the DATA command */
 	SMTP_STAGE_BODY,       /* content sent, waiting for the final reply */
 	SMTP_STAGE_QUIT,
+	SMTP_STAGE_STARTTLS,   /* the STARTTLS command and the TLS handshake after it */
+	SMTP_STAGE_AUTH,       /* AUTH and its continuation lines */
 };
 
 /*
@@ -65,6 +69,13 @@ struct smtp_client_result {
 	char *error_text;        /* one-line description for logs when !completed, owned:
 	                            "host H[A] said: 550 ... (in reply to MAIL FROM command)",
 	                            "lost connection with H[A] while sending message body" */
+	struct tls_info tls;     /* the connection's TLS session; tls.active false: plaintext */
+	bool tls_failed;         /* !completed because the TLS handshake failed or timed out
+	                            (not a refused certificate): "may" retries in plaintext */
+	char dsn[16];            /* !completed, failures decided here without a reply (code 0):
+	                            "4.7.4" TLS required but not offered, "4.7.5" TLS
+	                            handshake failed or certificate not verified, "4.7.0"
+	                            AUTH impossible; "" otherwise */
 };
 
 struct smtp_client_params {
@@ -75,6 +86,25 @@ struct smtp_client_params {
 	unsigned body_timeout_s; /* for the final reply after the body (RFC 5321: 10 min) */
 	bool keep_open;          /* after a completed transaction, stay connected (no QUIT)
 	                            so the owner can reuse the session */
+	/*
+	 * STARTTLS (RFC 3207) after EHLO when tls_policy is not TLS_POLICY_NONE and tls is
+	 * set: "may" goes on in plaintext when it is not offered (or refused with a reply),
+	 * "encrypt" and "verify" fail the session instead ("4.7.4"), and "verify" also fails
+	 * it after the handshake ("4.7.5") unless the certificate chains to the context's CA
+	 * store and matches tls_name. Borrowed: tls must outlive the handshake only.
+	 */
+	struct tls_ctx *tls;
+	enum tls_policy tls_policy;
+	const char *tls_name;    /* SNI and the certificate name; NULL: peer_name */
+	/*
+	 * AUTH (RFC 4954) after EHLO (the second one, over TLS) when auth_user is set:
+	 * PLAIN (RFC 4616) when offered, else LOGIN. Never over plaintext unless
+	 * auth_allow_plaintext. A server that offers no AUTH gets the mail without it.
+	 * The credentials never appear in logs; borrowed, used only before MAIL.
+	 */
+	const char *auth_user;
+	const char *auth_pass;
+	bool auth_allow_plaintext;
 };
 
 typedef void (*smtp_client_cb)(struct smtp_client *c, const struct smtp_client_result *r,

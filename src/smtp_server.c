@@ -3,8 +3,10 @@
  *
  * Ownership: the server owns its listeners and every session; a session owns its
  * bufferevent, its conf reference, the envelope of the transaction in progress and the
- * spool writer while DATA is being received. When a message is committed the envelope
- * is handed to the message callback and the session forgets it.
+ * spool writer (and the DKIM signer, dkim.h) while DATA is being received. When a
+ * message is committed the envelope is handed to the message callback and the session
+ * forgets it. Messages are signed once, here, so every delivery attempt sends the same
+ * signed bytes.
  *
  * A session is a state machine (enum session_state, session_state_name for logs) driven
  * by one function, session_process, that consumes the input buffer in order: command
@@ -41,6 +43,7 @@
 #include <event2/listener.h>
 
 #include "conf.h"
+#include "dkim.h"
 #include "envelope.h"
 #include "log.h"
 #include "netaddr.h"
@@ -105,6 +108,7 @@ struct smtp_session {
 
 	struct envelope *env;         /* owned; the transaction in progress, NULL outside */
 	struct spool_writer *writer;  /* owned while receiving DATA */
+	struct dkim_signer *dkim;     /* owned while receiving DATA, when DKIM keys are set */
 	struct smtp_data_decoder dec; /* DATA transparency and end detection */
 	enum data_status data_status;
 	int data_errno;               /* errno of a spool write failure */
@@ -137,6 +141,7 @@ struct smtp_server {
 
 static void session_process(struct smtp_session *s);
 static void session_close_after_reply(struct smtp_session *s);
+static void session_reply(struct smtp_session *s, const char *fmt, ...) DR_PRINTF(2, 3);
 
 static const char *
 session_state_name(enum session_state st)
@@ -252,6 +257,8 @@ session_reset_transaction(struct smtp_session *s)
 		spool_writer_abort(s->writer);
 		s->writer = NULL;
 	}
+	dkim_signer_free(s->dkim);
+	s->dkim = NULL;
 	envelope_free(s->env);
 	s->env = NULL;
 	if (s->state == SESSION_MAIL || s->state == SESSION_DATA)
@@ -423,6 +430,9 @@ session_data_write(struct smtp_session *s, const char *buf, size_t len)
 		s->writer = NULL;
 		return;
 	}
+	/* The signer sees what is spooled after our Received: (made before it exists). */
+	if (s->dkim != NULL)
+		dkim_signer_update(s->dkim, buf, len);
 	s->spool_size += len;
 }
 
@@ -488,7 +498,12 @@ cmd_data(struct smtp_session *s, const char *args)
 	s->env->client_addr = xstrdup(s->peer_ip);
 	free(s->env->helo);
 	s->env->helo = xstrdup(s->helo);
-	s->writer = spool_writer_begin(s->srv->spool, s->env);
+	/*
+	 * With DKIM keys, room for the signatures is reserved in the queue file: they are
+	 * known only at the end of the data but are sent before it (envelope.h, prepend).
+	 */
+	s->writer = spool_writer_begin_reserve(s->srv->spool, s->env,
+	    dkim_keyring_reserve(s->conf->dkim));
 	if (s->writer == NULL) {
 		int err = errno;
 		log_error("NOQUEUE: queue file write error from %s: %s", s->peer_name,
@@ -505,9 +520,40 @@ cmd_data(struct smtp_session *s, const char *args)
 	s->data_size = 0;
 	s->spool_size = 0;
 	session_write_received(s, now);
+	if (dkim_keyring_count(s->conf->dkim) > 0)
+		s->dkim = dkim_signer_new(s->conf->dkim);
 	s->state = SESSION_DATA;
 	session_set_timeout(s, s->conf->timeouts.data_timeout_s);
 	session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+/*
+ * Signs the message now that all of it was read: the DKIM-Signature fields become the
+ * envelope's prepend, written into the queue file at commit. Returns -1 when a key
+ * could not sign (the message is refused for now rather than sent unsigned); *info
+ * receives the text to log once the message is queued (caller frees).
+ */
+static int
+session_dkim_sign(struct smtp_session *s, char **info)
+{
+	enum dkim_result r;
+	char *fields = NULL;
+
+	*info = NULL;
+	if (s->dkim == NULL)
+		return 0;
+	r = dkim_signer_finish(s->dkim, time(NULL), &fields, info);
+	dkim_signer_free(s->dkim);
+	s->dkim = NULL;
+	if (r == DKIM_ERROR) {
+		log_error("%s: %s", s->env->id, *info);
+		free(*info);
+		*info = NULL;
+		return -1;
+	}
+	free(s->env->prepend);
+	s->env->prepend = fields;
+	return 0;
 }
 
 /* CR LF . CR LF seen: commit or refuse, reply, and go back to the command states. */
@@ -516,11 +562,14 @@ session_data_end(struct smtp_session *s)
 {
 	char id[ENVELOPE_ID_MAX];
 	struct envelope *e = s->env;
+	char *dkim_info = NULL;
 
 	if (s->data_status == DATA_TOO_BIG) {
 		session_reply(s, "552 5.3.4 Message size exceeds fixed limit");
 	} else if (s->data_status == DATA_WRITE_ERROR) {
 		session_reply(s, "452 4.3.1 Insufficient system storage");
+	} else if (session_dkim_sign(s, &dkim_info) < 0) {
+		session_reply(s, "451 4.3.0 Error: cannot sign the message, try again later");
 	} else if (spool_writer_commit(s->writer, e) != 0) {
 		int err = errno;
 		s->writer = NULL;
@@ -540,6 +589,8 @@ session_data_end(struct smtp_session *s)
 		dr_strlcpy(id, e->id, sizeof(id));
 		log_info("%s: client=%s, from=<%s>, size=%zu, nrcpt=%zu", id, s->peer_name,
 		    e->sender, e->content_size ? e->content_size : s->spool_size, e->nrcpts);
+		if (dkim_info != NULL)
+			log_info("%s: %s", id, dkim_info);
 		s->counts[SMTP_VERB_DATA].ok++;
 		s->commands.ok++;
 		/* Ownership of e passes to the callback; do not touch it afterwards. */
@@ -549,6 +600,7 @@ session_data_end(struct smtp_session *s)
 			envelope_free(e);
 		session_reply(s, "250 2.0.0 Ok: queued as %s", id);
 	}
+	free(dkim_info);
 	session_reset_transaction(s);
 	s->state = SESSION_HELO;
 	session_set_timeout(s, s->conf->timeouts.command_timeout_s);
@@ -820,6 +872,7 @@ session_free(struct smtp_session *s)
 
 	if (s->writer != NULL)
 		spool_writer_abort(s->writer);
+	dkim_signer_free(s->dkim);
 	envelope_free(s->env);
 	free(s->helo);
 	bufferevent_free(s->bev);
@@ -1079,6 +1132,20 @@ smtp_server_listen(struct smtp_server *srv)
 		log_info("listening on %s", name);
 	}
 	return 0;
+}
+
+int
+smtp_server_adopt(struct smtp_server *srv, int fd, const struct netaddr *peer)
+{
+	unsigned before = srv->nsessions;
+
+	if (evutil_make_socket_nonblocking(fd) != 0) {
+		log_error("smtp server: cannot adopt socket: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	session_new(srv, fd, (const struct sockaddr *)&peer->ss, peer->len);
+	return srv->nsessions > before ? 0 : -1;
 }
 
 void

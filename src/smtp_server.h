@@ -34,6 +34,13 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct conf *
  * rebind.
  */
 int smtp_server_listen(struct smtp_server *s);
+/*
+ * Starts a session on a socket that is already connected (the listeners' path without
+ * accept: the fuzzer drives sessions through a socketpair). The server takes fd, also on
+ * failure (it is then closed) and makes it non-blocking; peer is the client address the
+ * session believes in (relay_networks, logs). Returns 0, or -1 when no session started.
+ */
+int smtp_server_adopt(struct smtp_server *s, int fd, const struct netaddr *peer);
 /* New sessions see the new conf; sessions in progress keep theirs until they end. */
 void smtp_server_set_conf(struct smtp_server *s, const struct conf *conf);
 /* Stops accepting new connections (shutdown); sessions in progress continue. */

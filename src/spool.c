@@ -57,6 +57,7 @@ struct spool_writer {
 	size_t used;          /* bytes pending in buf */
 	size_t written;       /* bytes handed to the writer, header included */
 	size_t header_len;    /* bytes of the header record */
+	bool reserved;        /* the header is padded: rewrite it at commit (prepend) */
 	int error;            /* first errno met; the temporary file is gone once set */
 };
 
@@ -265,6 +266,19 @@ spool_writer_free(struct spool_writer *w)
 struct spool_writer *
 spool_writer_begin(struct spool *s, struct envelope *e)
 {
+	return spool_writer_begin_reserve(s, e, 0);
+}
+
+/* Bytes a prepend of len bytes takes in the header: "prepend " BASE64 "\n". */
+static size_t
+spool_prepend_room(size_t len)
+{
+	return strlen("prepend \n") + 4 * ((len + 2) / 3);
+}
+
+struct spool_writer *
+spool_writer_begin_reserve(struct spool *s, struct envelope *e, size_t reserve)
+{
 	struct spool_writer *w;
 	char state[SPOOL_NAME_MAX], *hdr;
 	size_t hlen;
@@ -291,7 +305,10 @@ spool_writer_begin(struct spool *s, struct envelope *e)
 	memcpy(w->id, e->id, sizeof(w->id));
 	w->buf = xmalloc(SPOOL_WBUF_SIZE);
 
-	if ((hdr = envelope_encode_header(e, &hlen)) == NULL) {
+	w->reserved = reserve > 0;
+	hdr = w->reserved ? envelope_encode_header_padded(e, spool_prepend_room(reserve), &hlen) :
+	    envelope_encode_header(e, &hlen);
+	if (hdr == NULL) {
 		/* CR/LF in a field, or no recipient: the caller's bug, not the disk's. */
 		spool_writer_fail(w, EINVAL);
 		spool_writer_free(w);
@@ -337,6 +354,44 @@ spool_writer_write(struct spool_writer *w, const void *data, size_t len)
 	return 0;
 }
 
+/*
+ * Rewrites the padded header record at the start of the file with e->prepend in it and
+ * as much less padding, so the content does not move. 0 or -1 + errno.
+ */
+static int
+spool_writer_rewrite_header(struct spool_writer *w, const struct envelope *e)
+{
+	size_t len, bare;
+	char *hdr;
+	ssize_t n;
+
+	if ((hdr = envelope_encode_header_padded(e, 0, &bare)) == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	free(hdr);
+	if (bare > w->header_len) {
+		errno = EOVERFLOW;
+		return -1;
+	}
+	hdr = envelope_encode_header_padded(e, w->header_len - bare, &len);
+	for (size_t off = 0; off < len; off += (size_t)n) {
+		n = pwrite(w->fd, hdr + off, len - off, (off_t)off);
+		if (n < 0 && errno == EINTR) {
+			n = 0;
+			continue;
+		}
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			free(hdr);
+			return -1;
+		}
+	}
+	free(hdr);
+	return 0;
+}
+
 int
 spool_writer_commit(struct spool_writer *w, struct envelope *e)
 {
@@ -345,6 +400,11 @@ spool_writer_commit(struct spool_writer *w, struct envelope *e)
 
 	if (spool_writer_flush(w) < 0)
 		goto fail;
+	/* Left unsigned, the padded header stands as written. */
+	if (w->reserved && e->prepend != NULL && spool_writer_rewrite_header(w, e) < 0) {
+		spool_writer_fail(w, errno);
+		goto fail;
+	}
 	while (fsync(w->fd) < 0) {
 		if (errno != EINTR) {
 			spool_writer_fail(w, errno);
@@ -373,7 +433,8 @@ spool_writer_commit(struct spool_writer *w, struct envelope *e)
 		errno = saved;
 		goto fail;
 	}
-	e->content_size = w->written - w->header_len;
+	e->content_size = w->written - w->header_len +
+	    (e->prepend != NULL ? strlen(e->prepend) : 0);
 	spool_writer_free(w);
 	return 0;
 
@@ -678,7 +739,8 @@ spool_load(struct spool *s, const char *id, const char **why)
 		*why = "id does not match the file name";
 		goto bad;
 	}
-	e->content_size = (size_t)st.st_size - hlen;
+	e->content_size = (size_t)st.st_size - hlen +
+	    (e->prepend != NULL ? strlen(e->prepend) : 0);
 	close(fd);
 
 	spool_state_name(id, name);

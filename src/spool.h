@@ -29,13 +29,28 @@ const char *spool_dir(const struct spool *s);
  * owned by the caller. NULL + errno on failure.
  */
 struct spool_writer *spool_writer_begin(struct spool *s, struct envelope *e);
+/*
+ * The same, reserving room in the header for an e->prepend of up to reserve bytes that
+ * is set only before spool_writer_commit (the DKIM-Signature fields, computed while the
+ * content streams in). The header is written padded and rewritten in place, at the same
+ * length, at commit: before the fsync and the rename, so a crash still leaves the whole
+ * message or nothing. reserve 0 is spool_writer_begin.
+ */
+struct spool_writer *spool_writer_begin_reserve(struct spool *s, struct envelope *e,
+    size_t reserve);
 int spool_writer_write(struct spool_writer *w, const void *data, size_t len);
-/* fsync, rename into queue/, fsync queue/. Frees w whatever the outcome. 0 or -1 + errno. */
+/*
+ * fsync, rename into queue/, fsync queue/. Frees w whatever the outcome. 0 or -1 + errno
+ * (EOVERFLOW: e->prepend is larger than the room reserved for it).
+ */
 int spool_writer_commit(struct spool_writer *w, struct envelope *e);
 /* Removes the temporary file and frees w. */
 void spool_writer_abort(struct spool_writer *w);
 
-/* Opens the message content for reading: fd positioned at the first content byte. -1 + errno. */
+/*
+ * Opens the message content for reading: fd positioned at the first content byte (the
+ * content does not include e->prepend, which is sent before it). -1 + errno.
+ */
 int spool_open_content(struct spool *s, const struct envelope *e);
 
 /* Appends (and fsyncs) the state record of recipient i. 0 or -1 + errno. */
