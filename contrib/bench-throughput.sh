@@ -17,7 +17,8 @@
 #
 # Not a test: these machines are noisy. Needs root, the lab's packages (install-deps.sh).
 # Usage: contrib/bench-throughput.sh   (env: BENCH_MESSAGES=5000 BENCH_SESSIONS=20
-#        BENCH_SIZE=4096 BENCH_LIMIT_S=600)
+#        BENCH_SIZE=4096 BENCH_LIMIT_S=600; BENCH_PERF=FILE also records a perf profile
+#        of dualrelayd during its run, for `perf report -i FILE`)
 : "${DR_SRCDIR:=$(cd "$(dirname "$0")/.." && pwd)}"
 : "${DR_BUILDDIR:=$DR_SRCDIR}"
 export DR_SRCDIR DR_BUILDDIR
@@ -102,11 +103,21 @@ P50[ceiling]=-; P99[ceiling]=-; CPU[ceiling]=-; RSS[ceiling]=-
 lab_conf_write "$LAB_DIR/dualrelay.conf"
 lab_daemon_start "$LAB_DIR/dualrelay.conf"
 base=$(sink_count relay); base=${base:-0}
+perf_pid=
+if [ -n "${BENCH_PERF:-}" ]; then
+	perf record -F 999 -g -p "$LAB_DAEMON_PID" -o "$BENCH_PERF" >"$LAB_DIR/perf.out" 2>&1 &
+	perf_pid=$!
+	sleep 0.5
+fi
 c0=$(cpu_of "$LAB_DAEMON_PID")
 t0=$(now)
 t=$(source_run 127.0.0.1 2525)
 wait_sink relay "$((base + N))" "$BENCH_LIMIT_S" || lab_fail "dualrelay: the sink got $(sink_count relay) of $N"
 t1=$(now)
+if [ -n "$perf_pid" ]; then
+	kill -INT "$perf_pid"
+	wait "$perf_pid" || true
+fi
 c1=$(cpu_of "$LAB_DAEMON_PID")
 ACC[dualrelay]=$(calc "$N / $t"); DEL[dualrelay]=$(calc "$N / ($t1 - $t0)")
 sed -n 's/.* delay=\([0-9.]*\), .*status=sent.*/\1/p' "$LAB_LOG" >"$LAB_DIR/dr.delays"

@@ -31,6 +31,7 @@
 #include "selfcheck.h"
 #include "smtp_server.h"
 #include "spool.h"
+#include "spool_commit.h"
 #include "stats.h"
 #include "util.h"
 
@@ -42,6 +43,7 @@ struct daemon {
 	struct event_base *base;
 	struct dns *dns;
 	struct spool *spool;
+	struct spool_committer *committer; /* group commit of accepted messages */
 	struct health *health;
 	struct stats stats;
 	struct conncache *cache;
@@ -255,11 +257,18 @@ daemon_start(struct daemon *d, bool foreground)
 	free(health_path);
 	health_load(d->health, time(NULL));
 	d->cache = conncache_new(d->base);
-	struct queue_deps deps = { d->base, d->spool, d->dns, d->health, &d->stats, d->cache };
+	d->committer = spool_committer_new(d->base, d->spool);
+	if (d->committer == NULL) {
+		log_error("cannot start the commit thread: %s", strerror(errno));
+		return -1;
+	}
+	struct queue_deps deps = { d->base, d->spool, d->dns, d->health, &d->stats, d->cache,
+		d->committer };
 	d->queue = queue_new(&deps, c);
 	if (queue_recover(d->queue) < 0)
 		return -1;
 	d->server = smtp_server_new(d->base, c, d->spool, on_message, d->queue);
+	smtp_server_set_committer(d->server, d->committer);
 	if (smtp_server_listen(d->server) < 0)
 		return -1;
 	struct control_deps cd = {
@@ -298,6 +307,12 @@ daemon_stop(struct daemon *d)
 	control_free(d->control);
 	if (d->server)
 		smtp_server_free(d->server);
+	if (d->committer) {
+		unsigned long commits, batches;
+		spool_committer_counts(d->committer, &commits, &batches);
+		log_info("group commit: %lu messages in %lu batches", commits, batches);
+		spool_committer_free(d->committer);
+	}
 	if (d->queue)
 		queue_free(d->queue);
 	conncache_free(d->cache);

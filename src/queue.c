@@ -29,6 +29,7 @@
 #include "notify.h"
 #include "queue.h"
 #include "spool.h"
+#include "spool_commit.h"
 #include "stats.h"
 #include "util.h"
 
@@ -106,6 +107,7 @@ struct queue {
 	struct queue_job_list running;
 	size_t nrunning;
 	struct event *wake_ev;   /* fires at the heap top's due time */
+	struct spool_committer *committer; /* borrowed; may be NULL */
 	struct event *sync_ev;   /* makes this loop turn's removals durable, in one fsync */
 	bool sync_pending;       /* sync_ev is active */
 	struct stats *stats;     /* borrowed counters */
@@ -276,7 +278,9 @@ on_sync(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	q->sync_pending = false;
-	if (spool_sync(q->spool) < 0)
+	if (q->committer != NULL)
+		spool_committer_sync(q->committer); /* it logs a failure */
+	else if (spool_sync(q->spool) < 0)
 		log_error("cannot sync the queue directory: %s", strerror(errno));
 }
 
@@ -774,6 +778,7 @@ queue_new(const struct queue_deps *deps, struct conf *conf)
 	q->health = deps->health;
 	q->cache = deps->cache;
 	q->spool = deps->spool;
+	q->committer = deps->committer;
 	q->dns = deps->dns;
 	q->stats = deps->stats ? deps->stats : &q->own_stats;
 	q->conf = conf_ref(conf);

@@ -44,6 +44,8 @@ struct queue_deps {
 	struct health *health;
 	struct stats *stats;
 	struct conncache *cache; /* idle outbound sessions to reuse; may be NULL */
+	/* Syncs removals off the event loop (spool_commit.h); NULL: on the loop. */
+	struct spool_committer *committer;
 };
 
 /* conf is referenced (conf_ref) and released at queue_free or replacement. */

@@ -50,6 +50,7 @@
 #include "smtp_proto.h"
 #include "smtp_server.h"
 #include "spool.h"
+#include "spool_commit.h"
 #include "util.h"
 
 /* Postfix's smtpd_hard_error_limit: after this many errors the client is dropped. */
@@ -70,6 +71,7 @@ enum session_state {
 	SESSION_HELO,     /* HELO/EHLO done, no mail transaction */
 	SESSION_MAIL,     /* MAIL accepted; RCPT (and DATA once a recipient is accepted) */
 	SESSION_DATA,     /* 354 sent, receiving content until CR LF . CR LF */
+	SESSION_COMMIT,   /* content complete, waiting for it to be durable (no input read) */
 	SESSION_CLOSING,  /* last reply queued or connection lost; freed soon */
 };
 
@@ -87,6 +89,21 @@ struct session_count {
 };
 
 #define SESSION_NVERBS (SMTP_VERB_BDAT + 1)
+
+/*
+ * A message between the end of its DATA and its final reply, while spool_commit makes
+ * it durable. It outlives its session when the client goes away in the meantime: the
+ * message may still be queued (the client, having no 250, may send it again: a
+ * duplicate, never a loss).
+ */
+struct smtp_commit {
+	struct smtp_server *srv;      /* the server drains commits before it is freed */
+	struct smtp_session *s;       /* NULL once the session ended */
+	struct envelope *env;         /* owned until handed to the message callback */
+	char *dkim_info;              /* owned; logged once the message is queued */
+	char peer_name[NETADDR_STRLEN + 8];
+	size_t spool_size;
+};
 
 struct smtp_session {
 	struct smtp_server *srv;      /* back pointer; the server owns the session */
@@ -108,6 +125,8 @@ struct smtp_session {
 
 	struct envelope *env;         /* owned; the transaction in progress, NULL outside */
 	struct spool_writer *writer;  /* owned while receiving DATA */
+	struct smtp_commit *commit;   /* in SESSION_COMMIT; owned by the commit callback */
+	bool processing;              /* inside session_process */
 	struct dkim_signer *dkim;     /* owned while receiving DATA, when DKIM keys are set */
 	struct smtp_data_decoder dec; /* DATA transparency and end detection */
 	enum data_status data_status;
@@ -129,6 +148,7 @@ struct smtp_server {
 	struct event_base *base;      /* borrowed */
 	struct conf *conf;            /* reference; new sessions take their own */
 	struct spool *spool;          /* borrowed */
+	struct spool_committer *committer; /* borrowed; NULL: commits are synchronous */
 	smtp_server_message_cb cb;    /* receives committed envelopes */
 	void *cb_arg;
 	struct evconnlistener **listeners; /* owned, one per conf->listen entry */
@@ -155,6 +175,8 @@ session_state_name(enum session_state st)
 		return "MAIL";
 	case SESSION_DATA:
 		return "DATA";
+	case SESSION_COMMIT:
+		return "COMMIT";
 	case SESSION_CLOSING:
 		return "CLOSING";
 	}
@@ -556,12 +578,96 @@ session_dkim_sign(struct smtp_session *s, char **info)
 	return 0;
 }
 
-/* CR LF . CR LF seen: commit or refuse, reply, and go back to the command states. */
+/* Back to the command states after the final reply to DATA. */
+static void
+session_data_done(struct smtp_session *s)
+{
+	session_reset_transaction(s);
+	s->state = SESSION_HELO;
+	session_set_timeout(s, s->conf->timeouts.command_timeout_s);
+}
+
+/* The commit of c finished: queue the message and answer the client, if still there. */
+static void
+session_commit_done(int error, void *arg)
+{
+	struct smtp_commit *c = arg;
+	struct smtp_session *s = c->s;
+	struct envelope *e = c->env;
+	char id[ENVELOPE_ID_MAX];
+
+	dr_strlcpy(id, e->id, sizeof(id));
+	if (error != 0) {
+		log_error("%s: queue file commit error: %s", id, strerror(error));
+		envelope_free(e);
+	} else {
+		log_info("%s: client=%s, from=<%s>, size=%zu, nrcpt=%zu", id, c->peer_name,
+		    e->sender, e->content_size ? e->content_size : c->spool_size, e->nrcpts);
+		if (c->dkim_info != NULL)
+			log_info("%s: %s", id, c->dkim_info);
+		if (s == NULL)
+			log_info("%s: queued after the client %s went away", id, c->peer_name);
+		/* Ownership of e passes to the callback; do not touch it afterwards. */
+		if (c->srv->cb != NULL)
+			c->srv->cb(e, c->srv->cb_arg);
+		else
+			envelope_free(e);
+	}
+	free(c->dkim_info);
+	free(c);
+	if (s == NULL)
+		return;
+	s->commit = NULL;
+	if (error == 0) {
+		s->counts[SMTP_VERB_DATA].ok++;
+		s->commands.ok++;
+		session_reply(s, "250 2.0.0 Ok: queued as %s", id);
+	} else if (spool_full(error)) {
+		/*
+		 * The last buffered block is written only now: a full disk shows here for a
+		 * message smaller than the writer's buffer, and is the same condition as
+		 * during DATA (RFC 3463 4.3.1, "mail system full").
+		 */
+		session_reply(s, "452 4.3.1 Insufficient system storage");
+	} else {
+		session_reply(s, "451 4.3.0 Error: queue file write error");
+	}
+	session_data_done(s);
+	if (!s->paused)
+		bufferevent_enable(s->bev, EV_READ);
+	/* From the loop (not from inside session_process): serve what was pipelined. */
+	if (!s->processing)
+		session_process(s);
+}
+
+/*
+ * Hands the complete message to the group commit; its final reply waits for the commit
+ * (session_commit_done), and so does any command pipelined behind it.
+ */
+static void
+session_commit(struct smtp_session *s, char *dkim_info /* owned, taken */)
+{
+	struct smtp_commit *c = xcalloc(1, sizeof(*c));
+	struct spool_writer *w = s->writer;
+
+	c->srv = s->srv;
+	c->s = s;
+	c->env = s->env;
+	c->dkim_info = dkim_info;
+	c->spool_size = s->spool_size;
+	dr_strlcpy(c->peer_name, s->peer_name, sizeof(c->peer_name));
+	s->writer = NULL;
+	s->env = NULL;
+	s->commit = c;
+	s->state = SESSION_COMMIT;
+	bufferevent_disable(s->bev, EV_READ);
+	spool_commit(s->srv->committer, w, c->env, session_commit_done, c);
+}
+
+/* CR LF . CR LF seen: commit or refuse; the reply comes now, or once committed. */
 static void
 session_data_end(struct smtp_session *s)
 {
-	char id[ENVELOPE_ID_MAX];
-	struct envelope *e = s->env;
 	char *dkim_info = NULL;
 
 	if (s->data_status == DATA_TOO_BIG) {
@@ -570,40 +676,11 @@ session_data_end(struct smtp_session *s)
 		session_reply(s, "452 4.3.1 Insufficient system storage");
 	} else if (session_dkim_sign(s, &dkim_info) < 0) {
 		session_reply(s, "451 4.3.0 Error: cannot sign the message, try again later");
-	} else if (spool_writer_commit(s->writer, e) != 0) {
-		int err = errno;
-		s->writer = NULL;
-		log_error("%s: queue file commit error: %s", e->id, strerror(err));
-		/*
-		 * The last buffered block is written only now: a full disk shows here for a
-		 * message smaller than the writer's buffer, and is the same condition as
-		 * during DATA (RFC 3463 4.3.1, "mail system full").
-		 */
-		if (spool_full(err))
-			session_reply(s, "452 4.3.1 Insufficient system storage");
-		else
-			session_reply(s, "451 4.3.0 Error: queue file write error");
 	} else {
-		s->writer = NULL;
-		s->env = NULL;
-		dr_strlcpy(id, e->id, sizeof(id));
-		log_info("%s: client=%s, from=<%s>, size=%zu, nrcpt=%zu", id, s->peer_name,
-		    e->sender, e->content_size ? e->content_size : s->spool_size, e->nrcpts);
-		if (dkim_info != NULL)
-			log_info("%s: %s", id, dkim_info);
-		s->counts[SMTP_VERB_DATA].ok++;
-		s->commands.ok++;
-		/* Ownership of e passes to the callback; do not touch it afterwards. */
-		if (s->srv->cb != NULL)
-			s->srv->cb(e, s->srv->cb_arg);
-		else
-			envelope_free(e);
-		session_reply(s, "250 2.0.0 Ok: queued as %s", id);
+		session_commit(s, dkim_info);
+		return;
 	}
-	free(dkim_info);
-	session_reset_transaction(s);
-	s->state = SESSION_HELO;
-	session_set_timeout(s, s->conf->timeouts.command_timeout_s);
+	session_data_done(s);
 }
 
 /* Counts content against the size limit, then spools it. */
@@ -796,13 +873,24 @@ session_command_input(struct smtp_session *s)
 	return true;
 }
 
+static void session_process_input(struct smtp_session *s, struct evbuffer *out);
+
 /* Consumes as much input as the state allows; replies go out in order. */
 static void
 session_process(struct smtp_session *s)
 {
 	struct evbuffer *out = bufferevent_get_output(s->bev);
+	bool was_processing = s->processing;
 
-	while (s->state != SESSION_CLOSING) {
+	s->processing = true;
+	session_process_input(s, out);
+	s->processing = was_processing;
+}
+
+static void
+session_process_input(struct smtp_session *s, struct evbuffer *out)
+{
+	while (s->state != SESSION_CLOSING && s->state != SESSION_COMMIT) {
 		bool more;
 
 		if (s->errors >= SMTP_SERVER_MAX_ERRORS) {
@@ -872,6 +960,8 @@ session_free(struct smtp_session *s)
 
 	if (s->writer != NULL)
 		spool_writer_abort(s->writer);
+	if (s->commit != NULL)
+		s->commit->s = NULL; /* the commit completes without us */
 	dkim_signer_free(s->dkim);
 	envelope_free(s->env);
 	free(s->helo);
@@ -1149,6 +1239,12 @@ smtp_server_adopt(struct smtp_server *srv, int fd, const struct netaddr *peer)
 }
 
 void
+smtp_server_set_committer(struct smtp_server *srv, struct spool_committer *c)
+{
+	srv->committer = c;
+}
+
+void
 smtp_server_set_conf(struct smtp_server *srv, const struct conf *conf)
 {
 	struct conf *old = srv->conf;
@@ -1178,6 +1274,8 @@ smtp_server_free(struct smtp_server *srv)
 	if (srv == NULL)
 		return;
 	smtp_server_stop_listening(srv);
+	/* Messages being committed get their reply and reach the queue first. */
+	spool_committer_drain(srv->committer);
 	while (srv->sessions != NULL)
 		session_free(srv->sessions);
 	free(srv->listeners);

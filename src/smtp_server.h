@@ -43,6 +43,12 @@ int smtp_server_listen(struct smtp_server *s);
 int smtp_server_adopt(struct smtp_server *s, int fd, const struct netaddr *peer);
 /* New sessions see the new conf; sessions in progress keep theirs until they end. */
 void smtp_server_set_conf(struct smtp_server *s, const struct conf *conf);
+/*
+ * Commits accepted messages through c (spool_commit.h: group commit on its own thread)
+ * instead of one by one on the event loop. c is borrowed and must outlive the server.
+ */
+struct spool_committer;
+void smtp_server_set_committer(struct smtp_server *s, struct spool_committer *c);
 /* Stops accepting new connections (shutdown); sessions in progress continue. */
 void smtp_server_stop_listening(struct smtp_server *s);
 unsigned smtp_server_session_count(const struct smtp_server *s);

@@ -58,6 +58,7 @@ struct spool_writer {
 	size_t written;       /* bytes handed to the writer, header included */
 	size_t header_len;    /* bytes of the header record */
 	bool reserved;        /* the header is padded: rewrite it at commit (prepend) */
+	bool published;       /* renamed into queue/ (not yet durable before spool_sync) */
 	int error;            /* first errno met; the temporary file is gone once set */
 };
 
@@ -393,22 +394,34 @@ spool_writer_rewrite_header(struct spool_writer *w, const struct envelope *e)
 }
 
 int
-spool_writer_commit(struct spool_writer *w, struct envelope *e)
+spool_writer_prepare(struct spool_writer *w, struct envelope *e)
 {
-	struct spool *s = w->spool;
-	int fd, saved;
-
 	if (spool_writer_flush(w) < 0)
-		goto fail;
+		return -1;
 	/* Left unsigned, the padded header stands as written. */
 	if (w->reserved && e->prepend != NULL && spool_writer_rewrite_header(w, e) < 0) {
 		spool_writer_fail(w, errno);
-		goto fail;
+		return -1;
+	}
+	e->content_size = w->written - w->header_len +
+	    (e->prepend != NULL ? strlen(e->prepend) : 0);
+	return 0;
+}
+
+int
+spool_writer_publish(struct spool_writer *w)
+{
+	struct spool *s = w->spool;
+	int fd;
+
+	if (w->error != 0) {
+		errno = w->error;
+		return -1;
 	}
 	while (fsync(w->fd) < 0) {
 		if (errno != EINTR) {
 			spool_writer_fail(w, errno);
-			goto fail;
+			return -1;
 		}
 	}
 	/* close(2) can report a deferred write error (NFS): it counts. */
@@ -416,33 +429,42 @@ spool_writer_commit(struct spool_writer *w, struct envelope *e)
 	w->fd = -1;
 	if (close(fd) < 0 && errno != EINTR) {
 		spool_writer_fail(w, errno);
-		goto fail;
+		return -1;
 	}
 	if (renameat(s->tmp_fd, w->id, s->queue_fd, w->id) < 0) {
 		spool_writer_fail(w, errno);
-		goto fail;
+		return -1;
 	}
-	if (spool_fsync_dir(s->queue_fd) < 0) {
+	w->published = true;
+	return 0;
+}
+
+void
+spool_writer_finish(struct spool_writer *w, int error)
+{
+	if (error != 0 && w->published) {
 		/*
 		 * The rename may not be durable and the client is about to be told to try
 		 * again: take the message back so it is not delivered twice.
 		 */
-		saved = errno;
-		unlinkat(s->queue_fd, w->id, 0);
-		w->error = saved;
-		errno = saved;
-		goto fail;
+		unlinkat(w->spool->queue_fd, w->id, 0);
+	} else if (error != 0 && w->error == 0) {
+		spool_writer_fail(w, error);
 	}
-	e->content_size = w->written - w->header_len +
-	    (e->prepend != NULL ? strlen(e->prepend) : 0);
 	spool_writer_free(w);
-	return 0;
+}
 
-fail:
-	saved = errno;
-	spool_writer_free(w);
-	errno = saved;
-	return -1;
+int
+spool_writer_commit(struct spool_writer *w, struct envelope *e)
+{
+	int err = 0;
+
+	if (spool_writer_prepare(w, e) < 0 || spool_writer_publish(w) < 0 ||
+	    spool_sync(w->spool) < 0)
+		err = errno;
+	spool_writer_finish(w, err);
+	errno = err;
+	return err != 0 ? -1 : 0;
 }
 
 void

@@ -41,9 +41,21 @@ struct spool_writer *spool_writer_begin_reserve(struct spool *s, struct envelope
 int spool_writer_write(struct spool_writer *w, const void *data, size_t len);
 /*
  * fsync, rename into queue/, fsync queue/. Frees w whatever the outcome. 0 or -1 + errno
- * (EOVERFLOW: e->prepend is larger than the room reserved for it).
+ * (EOVERFLOW: e->prepend is larger than the room reserved for it). It is the three steps
+ * below in a row; spool_commit.h runs the last two for many messages at once.
  */
 int spool_writer_commit(struct spool_writer *w, struct envelope *e);
+/*
+ * The steps of a commit. prepare (on the thread that wrote the message): writes what is
+ * buffered and e->prepend, sets e->content_size; e is not used after it. publish (on any
+ * one thread): fsyncs the file and renames it into queue/; the message is durable only
+ * once spool_sync has returned 0 after it. finish: frees w; with error != 0 a published
+ * file is taken back out of queue/ (the client hears a 4xx and will send it again), an
+ * unpublished one removed from tmp/. prepare and publish: 0 or -1 + errno.
+ */
+int spool_writer_prepare(struct spool_writer *w, struct envelope *e);
+int spool_writer_publish(struct spool_writer *w);
+void spool_writer_finish(struct spool_writer *w, int error);
 /* Removes the temporary file and frees w. */
 void spool_writer_abort(struct spool_writer *w);
 

@@ -22,7 +22,10 @@
 #include "envelope.h"
 #include "log.h"
 #include "spool.h"
+#include "spool_commit.h"
 #include "util.h"
+
+#include <event2/event.h>
 
 /* ---- helpers ---- */
 
@@ -1315,6 +1318,211 @@ START_TEST(test_spool_commit_error_at_flush)
 }
 END_TEST
 
+/* ---- group commit (spool_commit.c) ---- */
+
+#define GC_MAX 64
+
+struct gc_result {
+	int calls;            /* callbacks so far */
+	int errors[GC_MAX];   /* per message, in callback order */
+	int order[GC_MAX];    /* which message each callback was for */
+};
+
+struct gc_arg {
+	struct gc_result *r;
+	int index;
+};
+
+static void
+gc_done(int error, void *arg)
+{
+	struct gc_arg *a = arg;
+
+	ck_assert_int_lt(a->r->calls, GC_MAX);
+	a->r->errors[a->r->calls] = error;
+	a->r->order[a->r->calls] = a->index;
+	a->r->calls++;
+}
+
+/* A writer for e with some content, ready to commit. */
+static struct spool_writer *
+gc_writer(struct spool *s, struct envelope *e, size_t reserve)
+{
+	struct spool_writer *w = spool_writer_begin_reserve(s, e, reserve);
+
+	ck_assert_ptr_nonnull(w);
+	ck_assert_int_eq(spool_writer_write(w, "Subject: x\r\n\r\nbody\r\n", 23), 0);
+	return w;
+}
+
+/* Runs the loop until n callbacks came (bounded: 10 s). */
+static void
+gc_wait(struct event_base *base, struct gc_result *r, int n)
+{
+	for (int i = 0; i < 1000 && r->calls < n; i++) {
+		struct timeval tv = { 0, 10000 };
+		event_base_loopexit(base, &tv);
+		event_base_dispatch(base);
+	}
+	ck_assert_int_eq(r->calls, n);
+}
+
+START_TEST(test_group_commit_many)
+{
+	/* Many commits handed over at once: all durable, each callback once, in order. */
+	struct event_base *base = event_base_new();
+	struct spool *s = spool_open(spool_path);
+	struct spool_committer *c = spool_committer_new(base, s);
+	struct envelope *e[40];
+	struct gc_arg args[40];
+	struct gc_result r = { 0 };
+	unsigned long commits, batches;
+
+	ck_assert_ptr_nonnull(c);
+	for (int i = 0; i < 40; i++) {
+		e[i] = make_envelope("s@x", 2);
+		args[i] = (struct gc_arg){ &r, i };
+		spool_commit(c, gc_writer(s, e[i], 0), e[i], gc_done, &args[i]);
+		ck_assert_int_eq(r.calls, 0); /* never from inside spool_commit */
+		ck_assert_uint_eq(e[i]->content_size, 23);
+	}
+	gc_wait(base, &r, 40);
+	for (int i = 0; i < 40; i++) {
+		ck_assert_int_eq(r.errors[i], 0);
+		ck_assert_int_eq(r.order[i], i);
+		ck_assert(spool_file_exists("queue", e[i]->id));
+	}
+	ck_assert_int_eq(count_entries("tmp"), 0);
+	spool_committer_counts(c, &commits, &batches);
+	ck_assert_uint_eq(commits, 40);
+	ck_assert_uint_ge(batches, 1);
+	ck_assert_uint_le(batches, 40);
+	spool_committer_free(c);
+	spool_close(s);
+
+	ck_assert_int_eq(count_entries("queue"), 40);
+	for (int i = 0; i < 40; i++)
+		envelope_free(e[i]);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(test_group_commit_synchronous)
+{
+	/* No committer: the callback runs before spool_commit returns. */
+	struct spool *s = spool_open(spool_path);
+	struct envelope *e = make_envelope("s@x", 1);
+	struct gc_result r = { 0 };
+	struct gc_arg a = { &r, 7 };
+
+	spool_commit(NULL, gc_writer(s, e, 0), e, gc_done, &a);
+	ck_assert_int_eq(r.calls, 1);
+	ck_assert_int_eq(r.errors[0], 0);
+	ck_assert(spool_file_exists("queue", e->id));
+	envelope_free(e);
+	spool_close(s);
+}
+END_TEST
+
+START_TEST(test_group_commit_failures_are_per_message)
+{
+	/*
+	 * One message whose prepend does not fit its reserved room fails (EOVERFLOW) and
+	 * leaves nothing behind; the others of the same batch are queued.
+	 */
+	struct event_base *base = event_base_new();
+	struct spool *s = spool_open(spool_path);
+	struct spool_committer *c = spool_committer_new(base, s);
+	struct envelope *e[3];
+	struct gc_arg args[3];
+	struct gc_result r = { 0 };
+
+	for (int i = 0; i < 3; i++) {
+		e[i] = make_envelope("s@x", 1);
+		args[i] = (struct gc_arg){ &r, i };
+	}
+	spool_commit(c, gc_writer(s, e[0], 0), e[0], gc_done, &args[0]);
+	struct spool_writer *w = gc_writer(s, e[1], 8);
+	e[1]->prepend = xstrdup("DKIM-Signature: far more than the eight bytes reserved\r\n");
+	spool_commit(c, w, e[1], gc_done, &args[1]);
+	spool_commit(c, gc_writer(s, e[2], 0), e[2], gc_done, &args[2]);
+	gc_wait(base, &r, 3);
+	ck_assert_int_eq(r.errors[0], 0);
+	ck_assert_int_eq(r.errors[1], EOVERFLOW);
+	ck_assert_int_eq(r.errors[2], 0);
+	ck_assert(spool_file_exists("queue", e[0]->id));
+	ck_assert(!spool_file_exists("queue", e[1]->id));
+	ck_assert(spool_file_exists("queue", e[2]->id));
+	ck_assert_int_eq(count_entries("tmp"), 0);
+	spool_committer_free(c);
+	for (int i = 0; i < 3; i++)
+		envelope_free(e[i]);
+	spool_close(s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(test_group_commit_batch_fails_together)
+{
+	/*
+	 * queue/ gone: the renames fail, every message of the batch hears an error and
+	 * none is left in tmp/ either.
+	 */
+	struct event_base *base = event_base_new();
+	struct spool *s = spool_open(spool_path);
+	struct spool_committer *c = spool_committer_new(base, s);
+	struct envelope *e[4];
+	struct gc_arg args[4];
+	struct gc_result r = { 0 };
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/queue", spool_path);
+	ck_assert_int_eq(rmdir(path), 0);
+	for (int i = 0; i < 4; i++) {
+		e[i] = make_envelope("s@x", 1);
+		args[i] = (struct gc_arg){ &r, i };
+		spool_commit(c, gc_writer(s, e[i], 0), e[i], gc_done, &args[i]);
+	}
+	gc_wait(base, &r, 4);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_ne(r.errors[i], 0);
+	ck_assert_int_eq(count_entries("tmp"), 0);
+	spool_committer_free(c);
+	for (int i = 0; i < 4; i++)
+		envelope_free(e[i]);
+	spool_close(s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(test_group_commit_free_drains)
+{
+	/* Freed with commits in flight: their callbacks run first and the files are in. */
+	struct event_base *base = event_base_new();
+	struct spool *s = spool_open(spool_path);
+	struct spool_committer *c = spool_committer_new(base, s);
+	struct envelope *e[10];
+	struct gc_arg args[10];
+	struct gc_result r = { 0 };
+
+	for (int i = 0; i < 10; i++) {
+		e[i] = make_envelope("s@x", 1);
+		args[i] = (struct gc_arg){ &r, i };
+		spool_commit(c, gc_writer(s, e[i], 0), e[i], gc_done, &args[i]);
+	}
+	spool_committer_sync(c);
+	spool_committer_free(c);
+	ck_assert_int_eq(r.calls, 10);
+	for (int i = 0; i < 10; i++) {
+		ck_assert_int_eq(r.errors[i], 0);
+		ck_assert(spool_file_exists("queue", e[i]->id));
+		envelope_free(e[i]);
+	}
+	spool_close(s);
+	event_base_free(base);
+}
+END_TEST
+
 static Suite *
 envelope_suite(void)
 {
@@ -1363,6 +1571,11 @@ envelope_suite(void)
 	tcase_add_test(sp, test_spool_commit_dir_vanished);
 	tcase_add_test(sp, test_spool_write_error);
 	tcase_add_test(sp, test_spool_commit_error_at_flush);
+	tcase_add_test(sp, test_group_commit_many);
+	tcase_add_test(sp, test_group_commit_synchronous);
+	tcase_add_test(sp, test_group_commit_failures_are_per_message);
+	tcase_add_test(sp, test_group_commit_batch_fails_together);
+	tcase_add_test(sp, test_group_commit_free_drains);
 	suite_add_tcase(s, sp);
 	return s;
 }
