@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,8 +157,15 @@ tls_server_ctx_new(const char *cert_file, const char *key_file, char **err)
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+		/* OpenSSL compares the key with the certificate already while loading it. */
+		bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
+
 		tls_queue_text(why, sizeof(why));
-		*err = xasprintf("cannot load the private key from %s: %s", key_file, why);
+		if (mismatch)
+			*err = xasprintf("the private key in %s does not match the certificate in "
+			    "%s", key_file, cert_file);
+		else
+			*err = xasprintf("cannot load the private key from %s: %s", key_file, why);
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
