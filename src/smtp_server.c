@@ -911,6 +911,15 @@ session_auth_login_pass(struct smtp_session *s, const char *b64)
 	s->auth_login_user = NULL;
 }
 
+/* An over-long line in an AUTH exchange ends it: the next line is a command again. */
+static void
+session_auth_abandon(struct smtp_session *s)
+{
+	s->auth_step = AUTH_STEP_NONE;
+	free(s->auth_login_user);
+	s->auth_login_user = NULL;
+}
+
 /* A line that answers a 334 (RFC 4954 4): never logged, it may hold a password. */
 static void
 session_auth_response(struct smtp_session *s, const char *line)
@@ -1111,6 +1120,7 @@ session_command_input(struct smtp_session *s)
 	if (eol.pos < 0) {
 		if (evbuffer_get_length(in) < SMTP_COMMAND_LINE_MAX)
 			return false;
+		session_auth_abandon(s);
 		/* No end in sight: answer now, skip to the next LF. */
 		session_reply(s, "500 5.5.2 Error: line too long");
 		log_info("line too long from %s (command state %s)", s->peer_name,
@@ -1121,6 +1131,7 @@ session_command_input(struct smtp_session *s)
 	}
 	len = (size_t)eol.pos;
 	if (len + eol_len > SMTP_COMMAND_LINE_MAX) {
+		session_auth_abandon(s);
 		session_reply(s, "500 5.5.2 Error: line too long");
 		log_info("line too long from %s (command state %s)", s->peer_name,
 		    session_state_name(s->state));
