@@ -5,7 +5,7 @@
 # something is missing.
 #
 # Build:  a C toolchain, autotools, pkg-config and the libraries (libevent, c-ares, OpenSSL,
-#         libconfig) plus Check for the unit tests.
+#         libconfig, libxcrypt) plus Check for the unit tests.
 # Tests:  the integration lab (tests/integration) uses real peers: unbound as the DNS server,
 #         Postfix (smtp-sink as the receiving MX, a private Postfix instance as a client),
 #         swaks as an SMTP client, nftables for network faults, iproute2 for the namespaces,
@@ -17,12 +17,15 @@
 set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config \
-libevent-dev libc-ares-dev libssl-dev libconfig-dev check"
+libevent-dev libc-ares-dev libssl-dev libconfig-dev libcrypt-dev check"
 TEST_PKGS="unbound postfix swaks nftables iproute2 python3 procps util-linux groff-base systemd \
 python3-prometheus-client"
 # tls_*.sh: openssl (the lab's test CA and certificates), sasl2-bin and libsasl2-modules
 # (a Cyrus SASL sasldb for the Postfix smarthost that requires AUTH).
 TEST_PKGS="$TEST_PKGS openssl sasl2-bin libsasl2-modules"
+# inbound_*.sh: whois for mkpasswd (yescrypt hashes for the users_file; openssl passwd
+# makes only sha512-crypt).
+TEST_PKGS="$TEST_PKGS whois"
 # dkim_*.sh: python3-dkim (dkimpy, the independent DKIM verifier) and python3-dnspython
 # (its resolver: it reads the keys from the lab DNS); openssl makes the keys.
 TEST_PKGS="$TEST_PKGS python3-dkim python3-dnspython"

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "netaddr.h"
 #include "tls.h"
+#include "users.h"
 #include "util.h"
 
 #define CONF_LISTEN_PORT        2525
@@ -39,6 +40,8 @@ struct load {
 	unsigned nerrs;
 	const char *base_dir;   /* relative paths in the file resolve against this */
 	struct conf *conf;      /* being built: warnings go to conf->warnings */
+	bool has_tls_cert;      /* tls_cert and tls_key are both in the file: listeners may
+	                           (and by default do) offer TLS */
 };
 
 static char *resolve_path(const char *base_dir, const char *path);
@@ -242,6 +245,48 @@ family_parse(const char *name, enum conf_family *f)
 	return -1;
 }
 
+static const struct {
+	const char *name;
+	enum conf_listen_tls tls;
+} listen_tls_names[] = {
+	{ "none", CONF_LISTEN_TLS_NONE },
+	{ "starttls", CONF_LISTEN_TLS_STARTTLS },
+	{ "implicit", CONF_LISTEN_TLS_IMPLICIT },
+};
+
+const char *
+conf_listen_tls_name(enum conf_listen_tls t)
+{
+	for (size_t i = 0; i < sizeof(listen_tls_names) / sizeof(listen_tls_names[0]); i++)
+		if (listen_tls_names[i].tls == t)
+			return listen_tls_names[i].name;
+	return "unknown";
+}
+
+/* tls = "..." of one listen entry; false (reported) when unusable. */
+static bool
+parse_listen_tls(struct load *ld, const config_setting_t *f, enum conf_listen_tls *out)
+{
+	char *v = NULL;
+	bool found = false;
+
+	if (get_string(ld, f, "listen tls", &v) == -1)
+		return false;
+	for (size_t i = 0; i < sizeof(listen_tls_names) / sizeof(listen_tls_names[0]); i++)
+		if (strcmp(v, listen_tls_names[i].name) == 0) {
+			*out = listen_tls_names[i].tls;
+			found = true;
+		}
+	if (!found)
+		load_error(ld, f, "listen tls: \"%s\" is not one of none, starttls, implicit", v);
+	else if (*out != CONF_LISTEN_TLS_NONE && !ld->has_tls_cert) {
+		load_error(ld, f, "listen tls: \"%s\" needs tls_cert and tls_key", v);
+		found = false;
+	}
+	free(v);
+	return found;
+}
+
 /* ---- global settings ---------------------------------------------------------- */
 
 static void
@@ -263,6 +308,8 @@ parse_listen(struct load *ld, const config_setting_t *s, struct conf *c)
 		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 		char *addr = NULL;
 		long long port = CONF_SMTP_PORT;
+		enum conf_listen_tls tls = ld->has_tls_cert ? CONF_LISTEN_TLS_STARTTLS :
+		    CONF_LISTEN_TLS_NONE;
 		bool ok = true;
 
 		if (!is_group(ld, e, "listen entry"))
@@ -274,6 +321,8 @@ parse_listen(struct load *ld, const config_setting_t *s, struct conf *c)
 				ok = get_string(ld, f, "listen address", &addr) == 0 && ok;
 			else if (strcmp(key, "port") == 0)
 				ok = get_int(ld, f, "listen port", 1, 65535, &port) == 0 && ok;
+			else if (strcmp(key, "tls") == 0)
+				ok = parse_listen_tls(ld, f, &tls) && ok;
 			else
 				unknown_key(ld, f, "listen entry");
 		}
@@ -285,7 +334,7 @@ parse_listen(struct load *ld, const config_setting_t *s, struct conf *c)
 				load_error(ld, config_setting_get_member(e, "address"),
 				    "listen address: \"%s\" is not an IPv4 or IPv6 address", addr);
 			else
-				c->nlisten++;
+				c->listen[c->nlisten++].tls = tls;
 		}
 		free(addr);
 	}
@@ -1079,6 +1128,92 @@ resolve_path(const char *base_dir, const char *path)
 	return p;
 }
 
+/* ---- inbound TLS and AUTH ------------------------------------------------------ */
+
+/* A file holding a secret should be readable by the daemon only: warn otherwise. */
+static void
+warn_if_readable(struct load *ld, const config_setting_t *s, const char *what,
+    const char *path, int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
+		load_warning(ld, s, "%s %s is readable by %s (mode %04o); chmod 600 it", what,
+		    path, (st.st_mode & S_IROTH) ? "everyone" : "its group",
+		    (unsigned)(st.st_mode & 07777));
+}
+
+/* A path-valued key: absolute (resolved against the config file), or NULL reported. */
+static char *
+get_path(struct load *ld, const config_setting_t *s, const char *what)
+{
+	char *v = NULL, *path;
+
+	if (get_string(ld, s, what, &v) == -1)
+		return NULL;
+	path = resolve_path(ld->base_dir, v);
+	free(v);
+	return path;
+}
+
+/* tls_cert and tls_key: both or neither; the server context is made (and checked) now. */
+static void
+inbound_tls_setup(struct load *ld, const config_setting_t *cert_s,
+    const config_setting_t *key_s, struct conf *c)
+{
+	char *err = NULL;
+	FILE *fp;
+
+	if (cert_s == NULL && key_s == NULL)
+		return;
+	if (cert_s == NULL || key_s == NULL) {
+		load_error(ld, cert_s != NULL ? cert_s : key_s, "%s without %s",
+		    cert_s != NULL ? "tls_cert" : "tls_key", cert_s != NULL ? "tls_key" : "tls_cert");
+		return;
+	}
+	c->tls_cert = get_path(ld, cert_s, "tls_cert");
+	c->tls_key = get_path(ld, key_s, "tls_key");
+	if (c->tls_cert == NULL || c->tls_key == NULL)
+		return;
+	if ((fp = fopen(c->tls_key, "re")) == NULL) {
+		load_error(ld, key_s, "tls_key: cannot read %s: %s", c->tls_key, strerror(errno));
+		return;
+	}
+	warn_if_readable(ld, key_s, "tls_key", c->tls_key, fileno(fp));
+	fclose(fp);
+	c->tls_server = tls_server_ctx_new(c->tls_cert, c->tls_key, &err);
+	if (c->tls_server == NULL) {
+		load_error(ld, cert_s, "tls_cert/tls_key: %s", err);
+		free(err);
+	}
+}
+
+/* users_file = "PATH": read now (and at every reload). */
+static void
+parse_users_file(struct load *ld, const config_setting_t *s, struct conf *c)
+{
+	char *err = NULL;
+	FILE *fp;
+
+	if ((c->users_file = get_path(ld, s, "users_file")) == NULL)
+		return;
+	if ((fp = fopen(c->users_file, "re")) != NULL) {
+		warn_if_readable(ld, s, "users_file", c->users_file, fileno(fp));
+		fclose(fp);
+	}
+	if ((c->users = users_load(c->users_file, &err)) == NULL) {
+		load_error(ld, s, "users_file: %s%s%s", strncmp(err, "line ", 5) == 0 ?
+		    c->users_file : "", strncmp(err, "line ", 5) == 0 ? ": " : "", err);
+		free(err);
+		return;
+	}
+	for (size_t i = 0; i < c->nlisten; i++)
+		if (c->listen[i].tls != CONF_LISTEN_TLS_NONE)
+			return;
+	load_warning(ld, s, "users_file is set but no listener offers TLS: AUTH is offered "
+	    "only over TLS, so never");
+}
+
 /* ---- loading ------------------------------------------------------------------ */
 
 static struct conf *
@@ -1114,12 +1249,14 @@ conf_new(const char *path)
 }
 
 static void
-conf_default_lists(struct conf *c)
+conf_default_lists(struct conf *c, bool has_tls_cert)
 {
 	if (c->listen == NULL) {
 		c->listen = xcalloc(2, sizeof(*c->listen));
 		netaddr_parse(&c->listen[0].addr, "127.0.0.1", CONF_LISTEN_PORT);
 		netaddr_parse(&c->listen[1].addr, "::1", CONF_LISTEN_PORT);
+		c->listen[0].tls = c->listen[1].tls = has_tls_cert ? CONF_LISTEN_TLS_STARTTLS :
+		    CONF_LISTEN_TLS_NONE;
 		c->nlisten = 2;
 	}
 	if (c->relay_networks == NULL) {
@@ -1134,11 +1271,15 @@ static void
 conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *base_dir)
 {
 	const config_setting_t *transports = NULL, *routes = NULL;
+	const config_setting_t *tls_cert = NULL, *tls_key = NULL, *users_file = NULL;
 	char *spool = NULL, *control = NULL;
 	long long n;
 
 	ld->base_dir = base_dir;
 	ld->conf = c;
+	/* Listen entries default to STARTTLS with a certificate, wherever it is in the file. */
+	ld->has_tls_cert = config_setting_get_member(root, "tls_cert") != NULL &&
+	    config_setting_get_member(root, "tls_key") != NULL;
 	for (int i = 0; i < config_setting_length(root); i++) {
 		const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
 		const char *key = config_setting_name(s);
@@ -1182,14 +1323,24 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 			parse_metrics_listen(ld, s, c);
 		else if (strcmp(key, "dkim") == 0)
 			parse_dkim(ld, s, c);
+		else if (strcmp(key, "tls_cert") == 0)
+			tls_cert = s;
+		else if (strcmp(key, "tls_key") == 0)
+			tls_key = s;
+		else if (strcmp(key, "users_file") == 0)
+			users_file = s;
 		else
 			load_error(ld, s, "unknown top-level key \"%s\"", key);
 	}
+	inbound_tls_setup(ld, tls_cert, tls_key, c);
 	/* Routes name transports, which may come later in the file. */
 	parse_transports(ld, transports, c);
 	if (routes != NULL)
 		parse_routes(ld, routes, c);
-	conf_default_lists(c);
+	conf_default_lists(c, ld->has_tls_cert);
+	/* After the listeners: whether any offers TLS decides a warning. */
+	if (users_file != NULL)
+		parse_users_file(ld, users_file, c);
 	c->spool_dir = resolve_path(base_dir, spool != NULL ? spool : CONF_DEFAULT_SPOOL_DIR);
 	free(spool);
 	if (control != NULL)
@@ -1332,6 +1483,11 @@ conf_free(struct conf *c)
 	free(c->family_fallback_patterns);
 	free(c->warnings);
 	dkim_keyring_free(c->dkim);
+	free(c->tls_cert);
+	free(c->tls_key);
+	tls_ctx_free(c->tls_server);
+	free(c->users_file);
+	users_free(c->users);
 	free(c);
 }
 

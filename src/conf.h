@@ -16,6 +16,7 @@
 #include "tls.h"
 
 struct dkim_keyring;
+struct users;
 
 /* Where the queue lives when the file says nothing. */
 #define CONF_DEFAULT_SPOOL_DIR "/var/spool/dualrelay"
@@ -28,8 +29,16 @@ enum conf_family {
 	CONF_FAMILY_PREFER_IPV6, /* both; IPv6 first */
 };
 
+/* Inbound TLS of one listener: tls = "none" | "starttls" | "implicit". */
+enum conf_listen_tls {
+	CONF_LISTEN_TLS_NONE = 0,  /* plaintext only; STARTTLS not offered */
+	CONF_LISTEN_TLS_STARTTLS,  /* STARTTLS offered (RFC 3207); the default with tls_cert */
+	CONF_LISTEN_TLS_IMPLICIT,  /* TLS from the first byte (RFC 8314, port 465 style) */
+};
+
 struct conf_listen {
 	struct netaddr addr;     /* address and port to bind */
+	enum conf_listen_tls tls; /* needs tls_cert/tls_key unless NONE */
 };
 
 struct conf_transport {
@@ -150,6 +159,20 @@ struct conf {
 	 * the closest parent domain that has any. NULL when nothing is configured.
 	 */
 	struct dkim_keyring *dkim;
+	/*
+	 * Inbound TLS: tls_cert (PEM chain, leaf first) and tls_key (PEM), both absolute,
+	 * loaded and checked against each other at load into tls_server (owned; NULL when
+	 * not configured). Listeners use it according to their tls key.
+	 */
+	char *tls_cert, *tls_key;
+	struct tls_ctx *tls_server;
+	/*
+	 * Inbound AUTH (RFC 4954, PLAIN and LOGIN, only over TLS): users_file (absolute)
+	 * holds "user:crypt-hash" lines (users.h), read at load and reload into users
+	 * (owned). NULL: AUTH is not offered.
+	 */
+	char *users_file;
+	struct users *users;
 };
 
 /*
@@ -171,5 +194,7 @@ void conf_free(struct conf *c);
 
 const struct conf_transport *conf_transport_find(const struct conf *c, const char *name);
 const char *conf_family_name(enum conf_family f);
+/* "none", "starttls", "implicit". */
+const char *conf_listen_tls_name(enum conf_listen_tls t);
 
 #endif

@@ -919,3 +919,185 @@ smtp_dot_encoder_finish(struct smtp_dot_encoder *e, char *out)
 	e->state = ENC_BOL;
 	return o + 3;
 }
+
+/* ------------------------------------------------------------------------------------ */
+/* AUTH (RFC 4954) with PLAIN (RFC 4616) and LOGIN (draft-murchison-sasl-login). */
+
+static int
+b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+int
+smtp_base64_decode(const char *in, unsigned char *out, size_t outsize, size_t *outlen)
+{
+	size_t len = strlen(in), n = 0;
+
+	*outlen = 0;
+	/* RFC 4954 4: "=" alone is an empty response. */
+	if (strcmp(in, "=") == 0)
+		return 0;
+	if (len % 4 != 0)
+		return -1;
+	for (size_t i = 0; i < len; i += 4) {
+		int v[4], pad = 0;
+		unsigned long bits;
+
+		/* Padding: "xx==" or "xxx=", in the last quartet only. */
+		if (i + 4 == len && in[i + 3] == '=')
+			pad = in[i + 2] == '=' ? 2 : 1;
+		for (int k = 0; k < 4; k++) {
+			if (k >= 4 - pad)
+				v[k] = 0;
+			else if ((v[k] = b64_value((unsigned char)in[i + (size_t)k])) < 0)
+				return -1;
+		}
+		bits = ((unsigned long)v[0] << 18) | ((unsigned long)v[1] << 12) |
+		    ((unsigned long)v[2] << 6) | (unsigned long)v[3];
+		/* Bits beyond the last octet must be zero (RFC 4648 3.5, canonical form). */
+		if ((pad == 1 && (bits & 0xff) != 0) || (pad == 2 && (bits & 0xffff) != 0))
+			return -1;
+		if (n + 3 - (size_t)pad > outsize)
+			return -1;
+		out[n++] = (unsigned char)(bits >> 16);
+		if (pad < 2)
+			out[n++] = (unsigned char)(bits >> 8);
+		if (pad < 1)
+			out[n++] = (unsigned char)bits;
+	}
+	*outlen = n;
+	return 0;
+}
+
+int
+smtp_parse_auth(const char *args, enum smtp_auth_mech *mech, const char **initial)
+{
+	size_t mlen = strcspn(args, " ");
+	const char *rest = args + mlen;
+
+	*mech = SMTP_AUTH_UNKNOWN;
+	*initial = NULL;
+	if (mlen == 0)
+		return -1;
+	if (*rest == ' ') {
+		rest++;
+		if (*rest == '\0' || strchr(rest, ' ') != NULL)
+			return -1;
+		*initial = rest;
+	}
+	if (word_eq(args, mlen, "PLAIN"))
+		*mech = SMTP_AUTH_PLAIN;
+	else if (word_eq(args, mlen, "LOGIN"))
+		*mech = SMTP_AUTH_LOGIN;
+	return 0;
+}
+
+/* Copies s[0..n) to out as a string; -1 when empty, too long or holding a NUL. */
+static int
+auth_copy_field(const unsigned char *s, size_t n, char *out, size_t size)
+{
+	if (n == 0 || n + 1 > size || memchr(s, '\0', n) != NULL)
+		return -1;
+	memcpy(out, s, n);
+	out[n] = '\0';
+	return 0;
+}
+
+int
+smtp_auth_plain_decode(const char *b64, char *user, size_t usize, char *pass, size_t psize,
+    const char **why)
+{
+	unsigned char buf[SMTP_COMMAND_LINE_MAX];
+	const unsigned char *authcid, *passwd, *nul;
+	size_t len, zlen, clen;
+	int rc = -1;
+
+	if (usize > 0)
+		user[0] = '\0';
+	if (psize > 0)
+		pass[0] = '\0';
+	if (smtp_base64_decode(b64, buf, sizeof(buf), &len) != 0) {
+		set_why(why, "cannot decode the response");
+		return -1;
+	}
+	/* message = [authzid] NUL authcid NUL passwd */
+	if ((nul = memchr(buf, '\0', len)) == NULL)
+		goto bad;
+	zlen = (size_t)(nul - buf);
+	authcid = nul + 1;
+	if ((nul = memchr(authcid, '\0', len - zlen - 1)) == NULL)
+		goto bad;
+	clen = (size_t)(nul - authcid);
+	passwd = nul + 1;
+	if (auth_copy_field(authcid, clen, user, usize) != 0 ||
+	    auth_copy_field(passwd, len - zlen - clen - 2, pass, psize) != 0)
+		goto bad;
+	/* Acting for another identity is not supported: authzid is empty or the user. */
+	if (zlen != 0 && (zlen != clen || memcmp(buf, authcid, clen) != 0)) {
+		set_why(why, "authorization identity differs from the user");
+		rc = -2;
+		goto out;
+	}
+	rc = 0;
+	goto out;
+bad:
+	set_why(why, "malformed PLAIN message");
+out:
+	if (rc != 0) {
+		if (usize > 0)
+			memset(user, 0, usize);
+		if (psize > 0)
+			memset(pass, 0, psize);
+	}
+	/* The password was in here: do not leave it on the stack. */
+	for (volatile unsigned char *p = buf; p < buf + sizeof(buf); p++)
+		*p = 0;
+	return rc;
+}
+
+int
+smtp_auth_login_decode(const char *b64, char *out, size_t size)
+{
+	unsigned char buf[SMTP_COMMAND_LINE_MAX];
+	size_t len;
+	int rc = -1;
+
+	if (size > 0)
+		out[0] = '\0';
+	if (smtp_base64_decode(b64, buf, sizeof(buf), &len) == 0)
+		rc = auth_copy_field(buf, len, out, size);
+	for (volatile unsigned char *p = buf; p < buf + sizeof(buf); p++)
+		*p = 0;
+	return rc;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Relay tricks: addresses that other mail software may route on from the local part. */
+
+const char *
+smtp_relay_trick(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	size_t llen = at != NULL ? (size_t)(at - addr) : strlen(addr);
+
+	if (addr[0] == '@')
+		return "source route";
+	if (llen > 0 && addr[0] == '"' && memchr(addr, '@', llen) != NULL)
+		return "quoted local part with @";
+	if (memchr(addr, '%', llen) != NULL)
+		return "percent hack";
+	if (memchr(addr, '!', llen) != NULL)
+		return "bang path";
+	return NULL;
+}

@@ -76,6 +76,44 @@ bool smtp_mailbox_valid(const char *addr, bool smtputf8);
 const char *smtp_mailbox_domain(const char *addr);
 
 /*
+ * AUTH (RFC 4954) on the server side: PLAIN (RFC 4616) and LOGIN.
+ */
+enum smtp_auth_mech { SMTP_AUTH_UNKNOWN = 0, SMTP_AUTH_PLAIN, SMTP_AUTH_LOGIN };
+
+/*
+ * Parses AUTH's argument: "MECHANISM [initial-response]". *mech is SMTP_AUTH_UNKNOWN
+ * for a mechanism we do not offer; *initial points at the initial response in args, or
+ * is NULL when there is none. Returns -1 for an empty argument or extra words.
+ */
+int smtp_parse_auth(const char *args, enum smtp_auth_mech *mech, const char **initial);
+/*
+ * Strict base64 (RFC 4648 alphabet, padding required, no white space, canonical final
+ * bits). "=" alone decodes to nothing (RFC 4954 4, an empty response). Returns 0 with
+ * *outlen set, or -1 for bad input or when the result does not fit in outsize bytes.
+ */
+int smtp_base64_decode(const char *in, unsigned char *out, size_t outsize, size_t *outlen);
+/*
+ * Decodes a PLAIN response (base64 of "[authzid] NUL authcid NUL passwd") into user and
+ * pass (NUL-terminated; both non-empty). Returns 0; -1 when it cannot be decoded or is
+ * malformed; -2 when the authorization identity is neither empty nor the user (we do
+ * not let one user act for another). *why is set on error. Buffers holding the
+ * password are wiped before returning; user and pass are wiped on error.
+ */
+int smtp_auth_plain_decode(const char *b64, char *user, size_t usize, char *pass,
+    size_t psize, const char **why);
+/* Decodes one LOGIN response (user name or password): non-empty, no NUL; 0 or -1. */
+int smtp_auth_login_decode(const char *b64, char *out, size_t size);
+
+/*
+ * For an accepted forward-path, the trick by which some mail software would relay it on
+ * to another host from its local part, or NULL: "source route" ("@a,@b:u@c"),
+ * "quoted local part with @" ("\"u@c\"@b"), "percent hack" ("u%c@b"), "bang path"
+ * ("c!u@b"). Used to refuse them, with a precise log line, from clients that may not
+ * relay.
+ */
+const char *smtp_relay_trick(const char *addr);
+
+/*
  * Replies. A reply is one or more lines "NNN-text" ... "NNN text" with the same code.
  * Feed lines (without CR LF) one at a time.
  */

@@ -17,6 +17,16 @@
  * When a client pipelines faster than it reads replies, reading pauses until the
  * output drains.
  *
+ * TLS (RFC 3207 STARTTLS, RFC 8314 implicit TLS): a listener offers STARTTLS or starts
+ * TLS at once, with the conf's server context (tls.h). After the 220 to STARTTLS is
+ * written, the plain socket bufferevent is replaced by an OpenSSL one on the same
+ * socket; input the client sent after STARTTLS, before the handshake, is discarded
+ * (RFC 3207 6, the CVE-2011-0411 class of bug), and the session starts again as
+ * before EHLO. AUTH (RFC 4954) PLAIN and LOGIN are offered only over TLS, checked
+ * against the conf's users (users.h); failures are answered after a delay (an event
+ * timer, reading stops meanwhile) and end the session after a few. A client may relay
+ * when its address is in relay_networks or once it has authenticated.
+ *
  * Sessions are never freed under a running bufferevent callback: closing marks the
  * session and activates a zero-delay event that frees it (as OpenSMTPD and tmux do).
  *
@@ -39,8 +49,11 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
 
 #include "conf.h"
 #include "dkim.h"
@@ -51,6 +64,8 @@
 #include "smtp_server.h"
 #include "spool.h"
 #include "spool_commit.h"
+#include "tls.h"
+#include "users.h"
 #include "util.h"
 
 /* Postfix's smtpd_hard_error_limit: after this many errors the client is dropped. */
@@ -65,6 +80,12 @@
 #define SMTP_SERVER_BACKLOG 128
 /* After an accept error (EMFILE...), listeners pause this long instead of spinning. */
 #define SMTP_SERVER_ACCEPT_PAUSE_S 1
+/* A failed AUTH is answered this late (slows password guessing; Postfix waits 1 s too). */
+#define SMTP_SERVER_AUTH_FAIL_DELAY_S 1
+/* After this many failed AUTH attempts the session ends (421 4.7.0). */
+#define SMTP_SERVER_AUTH_MAX_FAILURES 3
+/* Room for a decoded AUTH password (the command line limits it anyway). */
+#define SMTP_SERVER_AUTH_PASS_MAX 1024
 
 enum session_state {
 	SESSION_INIT,     /* greeting sent, waiting for HELO/EHLO */
@@ -73,6 +94,14 @@ enum session_state {
 	SESSION_DATA,     /* 354 sent, receiving content until CR LF . CR LF */
 	SESSION_COMMIT,   /* content complete, waiting for it to be durable (no input read) */
 	SESSION_CLOSING,  /* last reply queued or connection lost; freed soon */
+};
+
+/* Where a session is in an AUTH exchange (RFC 4954 4): what the next line answers. */
+enum auth_step {
+	AUTH_STEP_NONE,       /* no exchange: lines are commands */
+	AUTH_STEP_PLAIN,      /* "334 " sent: the PLAIN response */
+	AUTH_STEP_LOGIN_USER, /* "334 VXNlcm5hbWU6" (Username:) sent: the user name */
+	AUTH_STEP_LOGIN_PASS, /* "334 UGFzc3dvcmQ6" (Password:) sent: the password */
 };
 
 /* What happened to the content of the DATA in progress. */
@@ -101,6 +130,7 @@ struct smtp_commit {
 	struct smtp_session *s;       /* NULL once the session ended */
 	struct envelope *env;         /* owned until handed to the message callback */
 	char *dkim_info;              /* owned; logged once the message is queued */
+	char *client;                 /* owned; "client=..." (session_client_fields) */
 	char peer_name[NETADDR_STRLEN + 8];
 	size_t spool_size;
 };
@@ -117,6 +147,18 @@ struct smtp_session {
 	bool discarding;              /* skipping the rest of an over-long command line */
 	bool esmtp;                   /* EHLO (not HELO) was used: "with ESMTP" */
 	bool relay_ok;                /* client address is in relay_networks */
+
+	enum conf_listen_tls listen_tls; /* what the listener that accepted us offers */
+	bool tls_pending;             /* 220 to STARTTLS queued: start TLS once it is written */
+	bool tls_handshake;           /* TLS handshake in progress */
+	struct tls_info tls;          /* .active once the handshake finished */
+	char *auth_user;              /* owned; the authenticated user, NULL before */
+	const char *auth_mech;        /* "PLAIN" / "LOGIN" of the exchange or the success */
+	enum auth_step auth_step;
+	char *auth_login_user;        /* owned; LOGIN's user name between its two steps */
+	unsigned auth_failures;       /* failed AUTH attempts (SMTP_SERVER_AUTH_MAX_FAILURES) */
+	bool auth_delayed;            /* the reply to a failed AUTH is being held back */
+	struct event *auth_delay_ev;  /* owned; sends that reply */
 
 	struct netaddr peer;          /* client address (IPv4-mapped made plain IPv4) */
 	char peer_ip[NETADDR_STRLEN]; /* "192.0.2.1" / "2001:db8::1" */
@@ -152,8 +194,10 @@ struct smtp_server {
 	smtp_server_message_cb cb;    /* receives committed envelopes */
 	void *cb_arg;
 	struct evconnlistener **listeners; /* owned, one per conf->listen entry */
+	enum conf_listen_tls *listener_tls; /* owned; TLS of listeners[i], fixed at listen */
 	size_t nlisteners;
 	size_t listeners_cap;
+	size_t listener_tls_cap;
 	struct event *accept_pause_ev; /* owned; re-enables listeners after accept errors */
 	struct smtp_session *sessions; /* owned list */
 	unsigned nsessions;
@@ -162,6 +206,9 @@ struct smtp_server {
 static void session_process(struct smtp_session *s);
 static void session_close_after_reply(struct smtp_session *s);
 static void session_reply(struct smtp_session *s, const char *fmt, ...) DR_PRINTF(2, 3);
+static void session_read_cb(struct bufferevent *bev, void *arg);
+static void session_write_cb(struct bufferevent *bev, void *arg);
+static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 
 static const char *
 session_state_name(enum session_state st)
@@ -297,6 +344,33 @@ session_set_timeout(struct smtp_session *s, unsigned read_s)
 	    s->conf->timeouts.command_timeout_s ? &wr : NULL);
 }
 
+/* A client-supplied name for a log line: printable ASCII, no spaces, bounded. */
+static void
+session_log_safe(const char *in, char *out, size_t size)
+{
+	size_t i;
+
+	for (i = 0; in[i] != '\0' && i + 1 < size; i++) {
+		unsigned char c = (unsigned char)in[i];
+		out[i] = c > ' ' && c < 0x7f ? (char)c : '?';
+	}
+	out[i] = '\0';
+}
+
+static bool
+session_starttls_offered(const struct smtp_session *s)
+{
+	return s->listen_tls == CONF_LISTEN_TLS_STARTTLS && !s->tls.active &&
+	    s->conf->tls_server != NULL;
+}
+
+/* RFC 4954 4: never offer to take a password over plaintext. */
+static bool
+session_auth_offered(const struct smtp_session *s)
+{
+	return s->tls.active && s->conf->users != NULL;
+}
+
 /*
  * Commands. Each handler queues exactly one reply (or none when it closes the session
  * after queuing one).
@@ -333,6 +407,10 @@ cmd_helo(struct smtp_session *s, enum smtp_verb verb, const char *args)
 	session_reply(s, "250-PIPELINING");
 	session_reply(s, "250-SIZE %zu", s->conf->max_message_size);
 	session_reply(s, "250-8BITMIME");
+	if (session_starttls_offered(s))
+		session_reply(s, "250-STARTTLS");
+	if (session_auth_offered(s))
+		session_reply(s, "250-AUTH PLAIN LOGIN");
 	session_reply(s, "250-ENHANCEDSTATUSCODES");
 	session_reply(s, "250 SMTPUTF8");
 }
@@ -426,11 +504,19 @@ cmd_rcpt(struct smtp_session *s, const char *args)
 		session_reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
-	if (!s->relay_ok) {
-		/* Checked here, not at connect or MAIL, as Postfix does: the log shows who. */
+	if (!s->relay_ok && s->auth_user == NULL) {
+		/*
+		 * Checked here, not at connect or MAIL, as Postfix does: the log shows who.
+		 * We have no local domains, so every recipient is a relay: the tricks that
+		 * would route on from the local part (percent hack, bang path...) are named
+		 * in the log, and refused like any other.
+		 */
+		const char *trick = smtp_relay_trick(addr);
+
 		session_reply(s, "554 5.7.1 <%s>: Relay access denied", addr);
-		log_info("NOQUEUE: reject: RCPT from %s: 554 5.7.1 <%s>: Relay access denied; "
+		log_info("NOQUEUE: reject: RCPT from %s: 554 5.7.1 <%s>: Relay access denied%s%s%s; "
 		    "from=<%s> to=<%s> proto=%s helo=<%s>", s->peer_name, addr,
+		    trick != NULL ? " (" : "", trick != NULL ? trick : "", trick != NULL ? ")" : "",
 		    s->env->sender, addr, s->esmtp ? "ESMTP" : "SMTP", s->helo);
 		return;
 	}
@@ -460,32 +546,36 @@ session_data_write(struct smtp_session *s, const char *buf, size_t len)
 
 /*
  * Our trace header (RFC 5321 4.4), first in the content. The protocol name is from the
- * IANA "with" registry: SMTP, ESMTP, UTF8SMTP (RFC 6531 3.7.3); we offer neither TLS
- * nor AUTH, so the S and A variants never apply. The client address is an RFC 5321
+ * IANA "with" registry: SMTP, ESMTP, UTF8SMTP (RFC 6531 3.7.3), with S after TLS and
+ * A after AUTH (RFC 3848: ESMTPS, ESMTPA, ESMTPSA). The TLS protocol and cipher follow
+ * the client, as Postfix writes them; the user name is not disclosed. The client address is an RFC 5321
  * address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]"). "for" names the recipient
  * only when there is exactly one, so a Bcc recipient is not disclosed to the others.
  */
 static void
 session_write_received(struct smtp_session *s, time_t now)
 {
-	char date[64], forpart[SMTP_PATH_MAX + 16];
-	const char *proto;
+	char date[64], forpart[SMTP_PATH_MAX + 16], proto[16], tlspart[160];
 	char *hdr;
 
 	dr_rfc5322_date(now, date, sizeof(date));
 	if (!s->esmtp)
-		proto = "SMTP";
-	else if (s->env->smtputf8)
-		proto = "UTF8SMTP";
+		dr_strlcpy(proto, "SMTP", sizeof(proto));
 	else
-		proto = "ESMTP";
+		snprintf(proto, sizeof(proto), "%s%s%s", s->env->smtputf8 ? "UTF8SMTP" : "ESMTP",
+		    s->tls.active ? "S" : "", s->auth_user != NULL ? "A" : "");
+	if (s->tls.active)
+		snprintf(tlspart, sizeof(tlspart), "\r\n\t(using %s with cipher %s (%d/%d bits))",
+		    s->tls.version, s->tls.cipher, s->tls.bits, s->tls.alg_bits);
+	else
+		tlspart[0] = '\0';
 	if (s->env->nrcpts == 1)
 		snprintf(forpart, sizeof(forpart), "\r\n\tfor <%s>", s->env->rcpts[0].addr);
 	else
 		forpart[0] = '\0';
-	hdr = xasprintf("Received: from %s ([%s%s])\r\n\tby %s (dualrelay) with %s id %s%s; "
+	hdr = xasprintf("Received: from %s ([%s%s])%s\r\n\tby %s (dualrelay) with %s id %s%s; "
 	    "%s\r\n", s->helo, netaddr_family(&s->peer) == AF_INET6 ? "IPv6:" : "",
-	    s->peer_ip, s->conf->hostname, proto, s->env->id, forpart, date);
+	    s->peer_ip, tlspart, s->conf->hostname, proto, s->env->id, forpart, date);
 	session_data_write(s, hdr, strlen(hdr));
 	free(hdr);
 }
@@ -578,6 +668,23 @@ session_dkim_sign(struct smtp_session *s, char **info)
 	return 0;
 }
 
+/*
+ * The "client=" part of the message's log line, with the SASL user when the client
+ * authenticated. Made when the message is complete: the session may be gone when the
+ * commit finishes. The caller frees it.
+ */
+static char *
+session_client_fields(const struct smtp_session *s)
+{
+	char user[USERS_NAME_MAX + 1];
+
+	if (s->auth_user == NULL)
+		return xasprintf("client=%s", s->peer_name);
+	session_log_safe(s->auth_user, user, sizeof(user));
+	return xasprintf("client=%s, sasl_method=%s, sasl_username=%s", s->peer_name,
+	    s->auth_mech, user);
+}
+
 /* Back to the command states after the final reply to DATA. */
 static void
 session_data_done(struct smtp_session *s)
@@ -601,8 +708,8 @@ session_commit_done(int error, void *arg)
 		log_error("%s: queue file commit error: %s", id, strerror(error));
 		envelope_free(e);
 	} else {
-		log_info("%s: client=%s, from=<%s>, size=%zu, nrcpt=%zu", id, c->peer_name,
-		    e->sender, e->content_size ? e->content_size : c->spool_size, e->nrcpts);
+		log_info("%s: %s, from=<%s>, size=%zu, nrcpt=%zu", id, c->client, e->sender,
+		    e->content_size ? e->content_size : c->spool_size, e->nrcpts);
 		if (c->dkim_info != NULL)
 			log_info("%s: %s", id, c->dkim_info);
 		if (s == NULL)
@@ -614,6 +721,7 @@ session_commit_done(int error, void *arg)
 			envelope_free(e);
 	}
 	free(c->dkim_info);
+	free(c->client);
 	free(c);
 	if (s == NULL)
 		return;
@@ -654,6 +762,7 @@ session_commit(struct smtp_session *s, char *dkim_info /* owned, taken */)
 	c->s = s;
 	c->env = s->env;
 	c->dkim_info = dkim_info;
+	c->client = session_client_fields(s);
 	c->spool_size = s->spool_size;
 	dr_strlcpy(c->peer_name, s->peer_name, sizeof(c->peer_name));
 	s->writer = NULL;
@@ -739,6 +848,238 @@ session_data_input(struct smtp_session *s)
 	return false;
 }
 
+/*
+ * STARTTLS (RFC 3207). The switch to TLS happens once the 220 is written
+ * (session_write_cb); until then nothing more is read, and what was already read is
+ * discarded there.
+ */
+static void
+cmd_starttls(struct smtp_session *s, const char *args)
+{
+	if (!session_starttls_offered(s)) {
+		if (s->tls.active)
+			session_reply(s, "554 5.5.1 Error: TLS already active");
+		else
+			session_reply(s, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if (*args != '\0') {
+		session_reply(s, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (s->state == SESSION_INIT) {
+		session_reply(s, "503 5.5.1 Error: send EHLO first");
+		return;
+	}
+	session_reply(s, "220 2.0.0 Ready to start TLS");
+	s->tls_pending = true;
+	bufferevent_disable(s->bev, EV_READ);
+}
+
+/* Ends an AUTH exchange successfully: the session may relay from now on. */
+static void
+session_auth_ok(struct smtp_session *s, const char *user)
+{
+	char safe[USERS_NAME_MAX + 1];
+
+	s->auth_user = xstrdup(user);
+	session_log_safe(user, safe, sizeof(safe));
+	log_info("%s: AUTH %s: sasl_username=%s authenticated", s->peer_name, s->auth_mech,
+	    safe);
+	/* The command counts as done only now (session_command leaves it open). */
+	s->counts[SMTP_VERB_AUTH].ok++;
+	s->commands.ok++;
+	session_reply(s, "235 2.7.0 Authentication successful");
+}
+
+/*
+ * A failed attempt: the 535 is sent after SMTP_SERVER_AUTH_FAIL_DELAY_S, and nothing is
+ * read meanwhile (session_auth_delay_cb). user may be NULL (not known).
+ */
+static void
+session_auth_failed(struct smtp_session *s, const char *user, const char *why)
+{
+	struct timeval tv = { .tv_sec = SMTP_SERVER_AUTH_FAIL_DELAY_S, .tv_usec = 0 };
+	char safe[USERS_NAME_MAX + 1];
+
+	s->auth_failures++;
+	session_log_safe(user != NULL ? user : "", safe, sizeof(safe));
+	log_warn("%s: SASL %s authentication failed: %s; sasl_username=%s (failure %u of %u)",
+	    s->peer_name, s->auth_mech, why, safe, s->auth_failures,
+	    SMTP_SERVER_AUTH_MAX_FAILURES);
+	s->auth_delayed = true;
+	bufferevent_disable(s->bev, EV_READ);
+	evtimer_add(s->auth_delay_ev, &tv);
+}
+
+static void
+session_auth_delay_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	s->auth_delayed = false;
+	if (s->state == SESSION_CLOSING)
+		return;
+	session_reply(s, "535 5.7.8 Authentication credentials invalid");
+	if (s->auth_failures >= SMTP_SERVER_AUTH_MAX_FAILURES) {
+		log_info("too many failed authentications from %s", s->peer_name);
+		session_reply(s, "421 4.7.0 %s Error: too many failed authentications",
+		    s->conf->hostname);
+		session_close_after_reply(s);
+		return;
+	}
+	if (!s->paused)
+		bufferevent_enable(s->bev, EV_READ);
+	session_process(s);
+}
+
+/* Checks a user name and password; the caller wipes pass. */
+static void
+session_auth_check(struct smtp_session *s, const char *user, const char *pass)
+{
+	if (users_verify(s->conf->users, user, pass))
+		session_auth_ok(s, user);
+	else
+		session_auth_failed(s, user, "bad user name or password");
+}
+
+static void
+session_auth_plain(struct smtp_session *s, const char *b64)
+{
+	char user[USERS_NAME_MAX + 1], pass[SMTP_SERVER_AUTH_PASS_MAX];
+	const char *why = NULL;
+	int rc;
+
+	rc = smtp_auth_plain_decode(b64, user, sizeof(user), pass, sizeof(pass), &why);
+	if (rc == -1)
+		session_reply(s, "501 5.5.2 Error: %s", why);
+	else if (rc == -2)
+		session_auth_failed(s, NULL, why);
+	else
+		session_auth_check(s, user, pass);
+	OPENSSL_cleanse(pass, sizeof(pass));
+}
+
+/* LOGIN's first step: the user name; asks for the password. */
+static void
+session_auth_login_user(struct smtp_session *s, const char *b64)
+{
+	char user[USERS_NAME_MAX + 1];
+
+	if (smtp_auth_login_decode(b64, user, sizeof(user)) != 0) {
+		session_reply(s, "501 5.5.2 Error: cannot decode the user name");
+		return;
+	}
+	free(s->auth_login_user);
+	s->auth_login_user = xstrdup(user);
+	s->auth_step = AUTH_STEP_LOGIN_PASS;
+	session_reply(s, "334 UGFzc3dvcmQ6");
+}
+
+static void
+session_auth_login_pass(struct smtp_session *s, const char *b64)
+{
+	char pass[SMTP_SERVER_AUTH_PASS_MAX];
+
+	if (smtp_auth_login_decode(b64, pass, sizeof(pass)) != 0)
+		session_reply(s, "501 5.5.2 Error: cannot decode the password");
+	else
+		session_auth_check(s, s->auth_login_user, pass);
+	OPENSSL_cleanse(pass, sizeof(pass));
+	free(s->auth_login_user);
+	s->auth_login_user = NULL;
+}
+
+/* An over-long line in an AUTH exchange ends it: the next line is a command again. */
+static void
+session_auth_abandon(struct smtp_session *s)
+{
+	s->auth_step = AUTH_STEP_NONE;
+	free(s->auth_login_user);
+	s->auth_login_user = NULL;
+}
+
+/* A line that answers a 334 (RFC 4954 4): never logged, it may hold a password. */
+static void
+session_auth_response(struct smtp_session *s, const char *line)
+{
+	enum auth_step step = s->auth_step;
+
+	log_debug("%s < (AUTH %s response, not logged)", s->peer_name, s->auth_mech);
+	s->auth_step = AUTH_STEP_NONE;
+	if (strcmp(line, "*") == 0) {
+		free(s->auth_login_user);
+		s->auth_login_user = NULL;
+		session_reply(s, "501 5.7.0 Authentication aborted");
+		return;
+	}
+	switch (step) {
+	case AUTH_STEP_PLAIN:
+		session_auth_plain(s, line);
+		break;
+	case AUTH_STEP_LOGIN_USER:
+		session_auth_login_user(s, line);
+		break;
+	case AUTH_STEP_LOGIN_PASS:
+		session_auth_login_pass(s, line);
+		break;
+	case AUTH_STEP_NONE:
+		break;
+	}
+}
+
+static void
+cmd_auth(struct smtp_session *s, const char *args)
+{
+	enum smtp_auth_mech mech;
+	const char *initial;
+
+	if (!s->tls.active) {
+		/* RFC 4954 6: not offered without TLS, and refused if tried anyway. */
+		session_reply(s, "538 5.7.11 Encryption required for requested authentication "
+		    "mechanism");
+		return;
+	}
+	if (s->conf->users == NULL) {
+		session_reply(s, "503 5.5.1 Error: authentication not enabled");
+		return;
+	}
+	if (s->state == SESSION_INIT || !s->esmtp) {
+		session_reply(s, "503 5.5.1 Error: send EHLO first");
+		return;
+	}
+	if (s->auth_user != NULL) {
+		session_reply(s, "503 5.5.1 Error: already authenticated");
+		return;
+	}
+	if (s->state != SESSION_HELO) {
+		session_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	if (smtp_parse_auth(args, &mech, &initial) != 0) {
+		session_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	if (mech == SMTP_AUTH_UNKNOWN) {
+		session_reply(s, "504 5.5.4 Unrecognized authentication type");
+		return;
+	}
+	s->auth_mech = mech == SMTP_AUTH_PLAIN ? "PLAIN" : "LOGIN";
+	if (mech == SMTP_AUTH_PLAIN && initial == NULL) {
+		s->auth_step = AUTH_STEP_PLAIN;
+		session_reply(s, "334 ");
+	} else if (mech == SMTP_AUTH_PLAIN) {
+		session_auth_plain(s, initial);
+	} else if (initial == NULL) {
+		s->auth_step = AUTH_STEP_LOGIN_USER;
+		session_reply(s, "334 VXNlcm5hbWU6");
+	} else {
+		session_auth_login_user(s, initial);
+	}
+}
+
 static void
 cmd_dispatch(struct smtp_session *s, const struct smtp_command *c)
 {
@@ -782,9 +1123,13 @@ cmd_dispatch(struct smtp_session *s, const struct smtp_command *c)
 		else
 			session_reply(s, "252 2.0.0 Cannot VRFY user, but will accept message");
 		break;
-	case SMTP_VERB_EXPN:
 	case SMTP_VERB_STARTTLS:
+		cmd_starttls(s, c->args);
+		break;
 	case SMTP_VERB_AUTH:
+		cmd_auth(s, c->args);
+		break;
+	case SMTP_VERB_EXPN:
 	case SMTP_VERB_BDAT:
 		/* Known verbs of extensions we do not offer. */
 		session_reply(s, "502 5.5.1 Error: command not implemented");
@@ -802,9 +1147,14 @@ session_command(struct smtp_session *s, char *line, size_t len)
 {
 	struct smtp_command c;
 	enum smtp_verb v;
+	bool parsed;
 
-	log_debug("%s < %.*s", s->peer_name, (int)len, line);
-	if (memchr(line, '\0', len) != NULL || smtp_parse_command(line, &c) != 0) {
+	parsed = memchr(line, '\0', len) == NULL && smtp_parse_command(line, &c) == 0;
+	if (parsed && c.verb == SMTP_VERB_AUTH)  /* an initial response may hold a password */
+		log_debug("%s < AUTH %.*s", s->peer_name, (int)strcspn(c.args, " "), c.args);
+	else
+		log_debug("%s < %.*s", s->peer_name, (int)len, line);
+	if (!parsed) {
 		s->counts[SMTP_VERB_UNKNOWN].total++;
 		s->commands.total++;
 		s->last_verb = SMTP_VERB_UNKNOWN;
@@ -816,8 +1166,12 @@ session_command(struct smtp_session *s, char *line, size_t len)
 	s->counts[v].total++;
 	s->commands.total++;
 	cmd_dispatch(s, &c);
-	/* DATA counts as done at its final reply, not at 354 (session_data_end). */
-	if (s->last_code < 400 && !(v == SMTP_VERB_DATA && s->state == SESSION_DATA)) {
+	/*
+	 * DATA counts as done at its final reply, not at 354 (session_data_end); AUTH at
+	 * 235 (session_auth_ok), not at 334 or before a delayed 535.
+	 */
+	if (s->last_code < 400 && !(v == SMTP_VERB_DATA && s->state == SESSION_DATA) &&
+	    v != SMTP_VERB_AUTH) {
 		s->counts[v].ok++;
 		s->commands.ok++;
 	}
@@ -847,6 +1201,7 @@ session_command_input(struct smtp_session *s)
 	if (eol.pos < 0) {
 		if (evbuffer_get_length(in) < SMTP_COMMAND_LINE_MAX)
 			return false;
+		session_auth_abandon(s);
 		/* No end in sight: answer now, skip to the next LF. */
 		session_reply(s, "500 5.5.2 Error: line too long");
 		log_info("line too long from %s (command state %s)", s->peer_name,
@@ -857,6 +1212,7 @@ session_command_input(struct smtp_session *s)
 	}
 	len = (size_t)eol.pos;
 	if (len + eol_len > SMTP_COMMAND_LINE_MAX) {
+		session_auth_abandon(s);
 		session_reply(s, "500 5.5.2 Error: line too long");
 		log_info("line too long from %s (command state %s)", s->peer_name,
 		    session_state_name(s->state));
@@ -869,7 +1225,14 @@ session_command_input(struct smtp_session *s)
 	if (len > 0 && s->line[len - 1] == '\r')
 		len--;
 	s->line[len] = '\0';
-	session_command(s, s->line, len);
+	if (s->auth_step != AUTH_STEP_NONE) {
+		session_auth_response(s, s->line);
+		OPENSSL_cleanse(s->line, len);
+	} else {
+		session_command(s, s->line, len);
+		if (s->last_verb == SMTP_VERB_AUTH)
+			OPENSSL_cleanse(s->line, len);
+	}
 	return true;
 }
 
@@ -893,6 +1256,9 @@ session_process_input(struct smtp_session *s, struct evbuffer *out)
 	while (s->state != SESSION_CLOSING && s->state != SESSION_COMMIT) {
 		bool more;
 
+		/* Waiting for the switch to TLS, or holding back the reply to a failed AUTH. */
+		if (s->tls_pending || s->auth_delayed || s->tls_handshake)
+			return;
 		if (s->errors >= SMTP_SERVER_MAX_ERRORS) {
 			log_info("too many errors after %s from %s",
 			    smtp_verb_name(s->last_verb), s->peer_name);
@@ -965,8 +1331,11 @@ session_free(struct smtp_session *s)
 	dkim_signer_free(s->dkim);
 	envelope_free(s->env);
 	free(s->helo);
-	bufferevent_free(s->bev);
+	free(s->auth_user);
+	free(s->auth_login_user);
+	bufferevent_free(s->bev);  /* and the SSL, over TLS */
 	event_free(s->free_ev);
+	event_free(s->auth_delay_ev);
 	conf_free(s->conf);
 	free(s);
 }
@@ -1011,6 +1380,70 @@ session_read_cb(struct bufferevent *bev, void *arg)
 	session_process(s);
 }
 
+/*
+ * Puts an OpenSSL bufferevent in server mode on fd (which it then owns) and starts the
+ * handshake; the session reads nothing until it finishes (session_tls_established).
+ */
+static void
+session_tls_begin(struct smtp_session *s, evutil_socket_t fd)
+{
+	s->bev = bufferevent_openssl_socket_new(s->srv->base, fd,
+	    tls_ssl_server_new(s->conf->tls_server), BUFFEREVENT_SSL_ACCEPTING,
+	    BEV_OPT_CLOSE_ON_FREE);
+	if (s->bev == NULL) {
+		log_error("smtp server: cannot allocate a TLS bufferevent");
+		abort();
+	}
+	s->tls_handshake = true;
+	/* A client closing without close_notify after QUIT is an ordinary EOF. */
+	bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
+	session_set_timeout(s, s->conf->timeouts.command_timeout_s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+/*
+ * The 220 to STARTTLS is written: the socket passes to TLS. What the client sent after
+ * STARTTLS came in plaintext; read as if it came over TLS it would be an injection
+ * (RFC 3207 6, CVE-2011-0411): it is dropped. Everything known about the client before
+ * is forgotten too (RFC 3207 4.2): it must say EHLO again.
+ */
+static void
+session_start_tls(struct smtp_session *s)
+{
+	struct bufferevent *plain = s->bev;
+	evutil_socket_t fd = bufferevent_getfd(plain);
+	size_t extra = evbuffer_get_length(bufferevent_get_input(plain));
+
+	s->tls_pending = false;
+	if (extra > 0)
+		log_warn("%s: discarding %zu bytes sent after STARTTLS before the TLS handshake",
+		    s->peer_name, extra);
+	/* Detach the fd so that freeing the plain bufferevent leaves it open. */
+	bufferevent_setfd(plain, -1);
+	bufferevent_free(plain);
+	session_reset_transaction(s);
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	s->state = SESSION_INIT;
+	session_tls_begin(s, fd);
+}
+
+/* The handshake finished (BEV_EVENT_CONNECTED): one log line; greet on implicit TLS. */
+static void
+session_tls_established(struct smtp_session *s)
+{
+	s->tls_handshake = false;
+	tls_info_get(bufferevent_openssl_get_ssl(s->bev), &s->tls);
+	log_info("TLS connection established from %s: %s with cipher %s (%d/%d bits)",
+	    s->peer_name, s->tls.version, s->tls.cipher, s->tls.bits, s->tls.alg_bits);
+	if (s->listen_tls == CONF_LISTEN_TLS_IMPLICIT)
+		session_reply(s, "220 %s ESMTP dualrelay", s->conf->hostname);
+	else
+		session_process(s);  /* the client may have pipelined its EHLO into the TLS */
+}
+
 static void
 session_write_cb(struct bufferevent *bev, void *arg)
 {
@@ -1022,11 +1455,34 @@ session_write_cb(struct bufferevent *bev, void *arg)
 			session_close_now(s);
 		return;
 	}
-	if (s->paused) {
+	if (s->tls_pending) {
+		session_start_tls(s);
+		return;
+	}
+	if (s->paused && !s->auth_delayed) {
 		s->paused = false;
 		bufferevent_enable(s->bev, EV_READ);
 		session_process(s);
 	}
+}
+
+/* A TLS handshake that did not finish: say why once, and drop the connection. */
+static void
+session_tls_failed(struct smtp_session *s, short what)
+{
+	unsigned long errs[8], e;
+	size_t nerrs = 0;
+	char why[512];
+
+	while ((e = bufferevent_get_openssl_error(s->bev)) != 0)
+		if (nerrs < sizeof(errs) / sizeof(errs[0]))
+			errs[nerrs++] = e;
+	if (what & BEV_EVENT_TIMEOUT)
+		dr_strlcpy(why, "timeout", sizeof(why));
+	else
+		tls_error_text(NULL, errs, nerrs, why, sizeof(why));
+	log_info("TLS handshake failed from %s: %s", s->peer_name, why);
+	session_close_now(s);
 }
 
 static void
@@ -1037,6 +1493,13 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (s->state == SESSION_CLOSING) {
 		session_close_now(s);
+		return;
+	}
+	if (s->tls_handshake) {
+		if (what & BEV_EVENT_CONNECTED)
+			session_tls_established(s);
+		else
+			session_tls_failed(s, what);
 		return;
 	}
 	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
@@ -1060,13 +1523,14 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void
 session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
-    socklen_t salen)
+    socklen_t salen, enum conf_listen_tls tls)
 {
 	struct smtp_session *s;
 
 	s = xcalloc(1, sizeof(*s));
 	s->srv = srv;
 	s->conf = conf_ref(srv->conf);
+	s->listen_tls = tls;
 	s->state = SESSION_INIT;
 	s->last_verb = SMTP_VERB_UNKNOWN;
 	netaddr_from_sockaddr(&s->peer, sa, salen);
@@ -1081,9 +1545,21 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 	}
 	s->relay_ok = session_relay_allowed(s->conf, &s->peer);
 
-	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (tls != CONF_LISTEN_TLS_NONE && s->conf->tls_server == NULL) {
+		/* A reload dropped tls_cert; listeners keep their mode until restart. */
+		log_error("no TLS certificate for the %s listener: dropping %s",
+		    conf_listen_tls_name(tls), s->peer_name);
+		evutil_closesocket(fd);
+		conf_free(s->conf);
+		free(s);
+		return;
+	}
+	if (tls != CONF_LISTEN_TLS_IMPLICIT)
+		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->free_ev = evtimer_new(srv->base, session_free_cb, s);
-	if (s->bev == NULL || s->free_ev == NULL) {
+	s->auth_delay_ev = evtimer_new(srv->base, session_auth_delay_cb, s);
+	if ((s->bev == NULL && tls != CONF_LISTEN_TLS_IMPLICIT) || s->free_ev == NULL ||
+	    s->auth_delay_ev == NULL) {
 		log_error("cannot set up session for %s", s->peer_name);
 		if (s->bev != NULL)
 			bufferevent_free(s->bev);
@@ -1091,6 +1567,8 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 			evutil_closesocket(fd);
 		if (s->free_ev != NULL)
 			event_free(s->free_ev);
+		if (s->auth_delay_ev != NULL)
+			event_free(s->auth_delay_ev);
 		conf_free(s->conf);
 		free(s);
 		return;
@@ -1102,6 +1580,11 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 	srv->nsessions++;
 
 	log_info("connect from %s", s->peer_name);
+	if (tls == CONF_LISTEN_TLS_IMPLICIT) {
+		/* RFC 8314 3.3: the handshake first; the greeting comes over TLS. */
+		session_tls_begin(s, fd);
+		return;
+	}
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
 	session_set_timeout(s, s->conf->timeouts.command_timeout_s);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
@@ -1116,8 +1599,13 @@ static void
 server_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     int salen, void *arg)
 {
-	(void)l;
-	session_new(arg, fd, sa, (socklen_t)salen);
+	struct smtp_server *srv = arg;
+	enum conf_listen_tls tls = CONF_LISTEN_TLS_NONE;
+
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		if (srv->listeners[i] == l)
+			tls = srv->listener_tls[i];
+	session_new(srv, fd, sa, (socklen_t)salen, tls);
 }
 
 static void
@@ -1218,8 +1706,15 @@ smtp_server_listen(struct smtp_server *srv)
 		evconnlistener_set_error_cb(l, server_accept_error_cb);
 		srv->listeners = xgrow(srv->listeners, sizeof(*srv->listeners),
 		    srv->nlisteners + 1, &srv->listeners_cap);
+		srv->listener_tls = xgrow(srv->listener_tls, sizeof(*srv->listener_tls),
+		    srv->nlisteners + 1, &srv->listener_tls_cap);
+		srv->listener_tls[srv->nlisteners] = srv->conf->listen[i].tls;
 		srv->listeners[srv->nlisteners++] = l;
-		log_info("listening on %s", name);
+		if (srv->conf->listen[i].tls != CONF_LISTEN_TLS_NONE)
+			log_info("listening on %s (tls %s)", name,
+			    conf_listen_tls_name(srv->conf->listen[i].tls));
+		else
+			log_info("listening on %s", name);
 	}
 	return 0;
 }
@@ -1234,7 +1729,8 @@ smtp_server_adopt(struct smtp_server *srv, int fd, const struct netaddr *peer)
 		close(fd);
 		return -1;
 	}
-	session_new(srv, fd, (const struct sockaddr *)&peer->ss, peer->len);
+	session_new(srv, fd, (const struct sockaddr *)&peer->ss, peer->len,
+	    CONF_LISTEN_TLS_NONE);
 	return srv->nsessions > before ? 0 : -1;
 }
 
@@ -1279,6 +1775,7 @@ smtp_server_free(struct smtp_server *srv)
 	while (srv->sessions != NULL)
 		session_free(srv->sessions);
 	free(srv->listeners);
+	free(srv->listener_tls);
 	event_free(srv->accept_pause_ev);
 	conf_free(srv->conf);
 	free(srv);

@@ -1,8 +1,9 @@
 /*
  * smtp_server: the listeners and inbound ESMTP sessions (RFC 5321). Each session is a
  * state machine over a bufferevent: greeting, EHLO/HELO, MAIL, RCPT, DATA, with
- * PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES and SMTPUTF8. It enforces command line
- * length, message size, recipient count, command order and relay access (relay_networks),
+ * PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES and SMTPUTF8, and per listener STARTTLS
+ * or implicit TLS, with AUTH PLAIN/LOGIN over TLS. It enforces command line length,
+ * message size, recipient count, command order and relay access (relay_networks or AUTH),
  * decodes DATA strictly (smtp_proto), and writes the message into the spool while it
  * arrives. The 250 after DATA is sent only after the spool commit; the envelope is then
  * handed to the queue.
@@ -38,7 +39,8 @@ int smtp_server_listen(struct smtp_server *s);
  * Starts a session on a socket that is already connected (the listeners' path without
  * accept: the fuzzer drives sessions through a socketpair). The server takes fd, also on
  * failure (it is then closed) and makes it non-blocking; peer is the client address the
- * session believes in (relay_networks, logs). Returns 0, or -1 when no session started.
+ * session believes in (relay_networks, logs); the session is plaintext (no STARTTLS).
+ * Returns 0, or -1 when no session started.
  */
 int smtp_server_adopt(struct smtp_server *s, int fd, const struct netaddr *peer);
 /* New sessions see the new conf; sessions in progress keep theirs until they end. */

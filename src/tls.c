@@ -1,11 +1,13 @@
 /*
- * tls: OpenSSL client contexts and per-connection SSL objects for outbound STARTTLS
- * (see tls.h). Owns the SSL_CTX of each transport, the mapping between policy and
+ * tls: OpenSSL client contexts and per-connection SSL objects for outbound STARTTLS,
+ * and the server context of inbound TLS (see tls.h). Owns the SSL_CTX of each transport
+ * and of the listeners, the mapping between policy and
  * version names and their values, and the wording of TLS outcomes in logs. No I/O:
- * the handshake itself runs in smtp_client.c on a libevent OpenSSL bufferevent.
+ * the handshakes run in smtp_client.c and smtp_server.c on libevent OpenSSL bufferevents.
  */
 #include "config.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +133,76 @@ tls_ctx_new(const char *ca_file, int min_version, char **err)
 	return t;
 }
 
+struct tls_ctx *
+tls_server_ctx_new(const char *cert_file, const char *key_file, char **err)
+{
+	struct tls_ctx *t;
+	SSL_CTX *ctx;
+	char why[256];
+
+	ERR_clear_error();
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		tls_queue_text(why, sizeof(why));
+		*err = xasprintf("cannot create a TLS context: %s", why);
+		return NULL;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+		tls_queue_text(why, sizeof(why));
+		*err = xasprintf("cannot set the lowest TLS version: %s", why);
+		goto fail;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+		tls_queue_text(why, sizeof(why));
+		*err = xasprintf("cannot load the certificate from %s: %s", cert_file, why);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+		/* OpenSSL compares the key with the certificate already while loading it. */
+		bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
+
+		tls_queue_text(why, sizeof(why));
+		if (mismatch)
+			*err = xasprintf("the private key in %s does not match the certificate in "
+			    "%s", key_file, cert_file);
+		else
+			*err = xasprintf("cannot load the private key from %s: %s", key_file, why);
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		tls_queue_text(why, sizeof(why));
+		*err = xasprintf("the private key in %s does not match the certificate in %s: %s",
+		    key_file, cert_file, why);
+		goto fail;
+	}
+	/*
+	 * No client certificates; no session cache or tickets (each SMTP connection is one
+	 * long session, resumption would save little); no renegotiation, no compression.
+	 */
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	t = xcalloc(1, sizeof(*t));
+	t->ctx = ctx;
+	return t;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+SSL *
+tls_ssl_server_new(struct tls_ctx *t)
+{
+	SSL *ssl = SSL_new(t->ctx);
+
+	if (ssl == NULL) {
+		log_error("tls: cannot allocate an SSL object");
+		abort();
+	}
+	return ssl;
+}
+
 void
 tls_ctx_free(struct tls_ctx *t)
 {
@@ -183,6 +255,8 @@ tls_info_get(SSL *ssl, struct tls_info *out)
 	dr_strlcpy(out->version, SSL_get_version(ssl), sizeof(out->version));
 	dr_strlcpy(out->cipher, cipher != NULL ? SSL_CIPHER_get_name(cipher) : "unknown",
 	    sizeof(out->cipher));
+	if (cipher != NULL)
+		out->bits = SSL_CIPHER_get_bits(cipher, &out->alg_bits);
 	/* SSL_get_verify_result says X509_V_OK when there was no certificate at all. */
 	if (SSL_get0_peer_certificate(ssl) == NULL) {
 		dr_strlcpy(out->verify_error, "no server certificate", sizeof(out->verify_error));

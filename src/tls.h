@@ -1,5 +1,5 @@
 /*
- * tls: OpenSSL 3 for outbound STARTTLS (RFC 3207). One client context per transport,
+ * tls: OpenSSL 3 for STARTTLS (RFC 3207) both ways. One client context per transport,
  * made when the configuration is loaded (the CA store is read once, not per
  * connection), one SSL per connection made from it with SNI (RFC 6066 3) and the name
  * the certificate must match (RFC 6125), and a summary of the finished handshake for
@@ -11,7 +11,12 @@
  * "encrypt" can report that a peer happened to be verified, and "verify" can say
  * exactly why one was not, after a clean handshake, before any mail is sent.
  *
- * Ownership: tls_ctx_new returns a context the caller frees with tls_ctx_free; SSL
+ * Inbound, one server context per configuration (tls_cert, tls_key), made at load so
+ * that a bad or mismatched certificate and key are configuration errors, and used for
+ * both STARTTLS and implicit TLS (RFC 8314) listeners. Client certificates are not
+ * asked for.
+ *
+ * Ownership: tls_ctx_new and tls_server_ctx_new return a context the caller frees with tls_ctx_free; SSL
  * objects hold their own reference to it, so a context may be freed (on reload) while
  * connections made from it are still open. tls_ssl_new returns an SSL the caller
  * owns (usually handed over to a bufferevent).
@@ -52,6 +57,15 @@ struct tls_ctx *tls_ctx_new(const char *ca_file, int min_version, char **err);
 void tls_ctx_free(struct tls_ctx *t);
 
 /*
+ * A server context: the certificate chain from cert_file (PEM, leaf first) and the
+ * private key from key_file (PEM), which must match; TLS 1.2 or later. NULL on failure
+ * with *err set (malloc'd; the caller frees).
+ */
+struct tls_ctx *tls_server_ctx_new(const char *cert_file, const char *key_file, char **err);
+/* A new SSL in server mode from a server context; never NULL (aborts like xmalloc). */
+struct ssl_st *tls_ssl_server_new(struct tls_ctx *t);
+
+/*
  * A new SSL in client mode for a connection to name: SNI is the name (none for an
  * address literal, RFC 6066 3), and the certificate is checked against the name (or
  * the address) without partial wildcards. A trailing dot is ignored. Never NULL
@@ -64,6 +78,7 @@ struct tls_info {
 	bool active;             /* a TLS session is up on the connection */
 	char version[16];        /* "TLSv1.3" */
 	char cipher[64];         /* "TLS_AES_256_GCM_SHA384" */
+	int bits, alg_bits;      /* secret bits of the cipher, and of its algorithm */
 	bool verified;           /* chain to the CA store and name both checked out */
 	char verify_error[160];  /* when !verified: why ("hostname mismatch", ...) */
 };
