@@ -876,9 +876,9 @@ session_proxy_input(struct smtp_session *s)
 		snprintf(via, sizeof(via), " via proxy %s (PROXY v%u)", s->peer_name, h.version);
 		session_set_peer(s, &h.src);
 	} else {
-		/* LOCAL (the proxy's health check), UNKNOWN: the proxy is the client. */
+		/* LOCAL (the proxy's health check), UNKNOWN, UNSPEC: the proxy is the client. */
 		snprintf(via, sizeof(via), " (PROXY v%u %s: no client address)", h.version,
-		    h.local ? "LOCAL" : "UNKNOWN");
+		    h.local ? "LOCAL" : h.version == 1 ? "UNKNOWN" : "UNSPEC");
 	}
 	session_start(s, via);
 	return true;
