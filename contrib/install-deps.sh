@@ -33,6 +33,9 @@ TEST_PKGS="$TEST_PKGS python3-dkim python3-dnspython"
 # AUTH needs Authen::SASL: Debian's swaks only recommends them.
 TEST_PKGS="$TEST_PKGS libio-socket-inet6-perl libio-socket-ssl-perl libnet-ssleay-perl \
 libauthen-sasl-perl"
+# proxy_haproxy.sh: haproxy, a real PROXY protocol v1/v2 sender in front of dualrelayd
+# (run in the foreground inside the lab; its system service is never needed).
+TEST_PKGS="$TEST_PKGS haproxy"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -42,6 +42,8 @@ struct load {
 	struct conf *conf;      /* being built: warnings go to conf->warnings */
 	bool has_tls_cert;      /* tls_cert and tls_key are both in the file: listeners may
 	                           (and by default do) offer TLS */
+	const config_setting_t *proxy_listen; /* first proxy_protocol listener, for the
+	                           trusted_proxies check after the whole file is read */
 };
 
 static char *resolve_path(const char *base_dir, const char *path);
@@ -310,7 +312,7 @@ parse_listen(struct load *ld, const config_setting_t *s, struct conf *c)
 		long long port = CONF_SMTP_PORT;
 		enum conf_listen_tls tls = ld->has_tls_cert ? CONF_LISTEN_TLS_STARTTLS :
 		    CONF_LISTEN_TLS_NONE;
-		bool ok = true;
+		bool ok = true, proxy = false;
 
 		if (!is_group(ld, e, "listen entry"))
 			continue;
@@ -323,6 +325,8 @@ parse_listen(struct load *ld, const config_setting_t *s, struct conf *c)
 				ok = get_int(ld, f, "listen port", 1, 65535, &port) == 0 && ok;
 			else if (strcmp(key, "tls") == 0)
 				ok = parse_listen_tls(ld, f, &tls) && ok;
+			else if (strcmp(key, "proxy_protocol") == 0)
+				get_bool(ld, f, "listen proxy_protocol", &proxy);
 			else
 				unknown_key(ld, f, "listen entry");
 		}
@@ -333,34 +337,45 @@ parse_listen(struct load *ld, const config_setting_t *s, struct conf *c)
 			if (netaddr_parse(a, addr, (uint16_t)port) == -1)
 				load_error(ld, config_setting_get_member(e, "address"),
 				    "listen address: \"%s\" is not an IPv4 or IPv6 address", addr);
-			else
-				c->listen[c->nlisten++].tls = tls;
+			else {
+				c->listen[c->nlisten].tls = tls;
+				c->listen[c->nlisten++].proxy_protocol = proxy;
+				if (proxy && ld->proxy_listen == NULL)
+					ld->proxy_listen = e;
+				/* The header comes in plaintext before the handshake: not supported. */
+				if (proxy && tls == CONF_LISTEN_TLS_IMPLICIT)
+					load_error(ld, e, "listen entry: proxy_protocol = true cannot be "
+					    "combined with tls = \"implicit\" (terminate TLS on the proxy, "
+					    "or use tls = \"starttls\")");
+			}
 		}
 		free(addr);
 	}
 }
 
+/* A list of CIDR strings (relay_networks, trusted_proxies) into *out (replaced). */
 static void
-parse_relay_networks(struct load *ld, const config_setting_t *s, struct conf *c)
+parse_prefixes(struct load *ld, const config_setting_t *s, const char *what,
+    struct netaddr_prefix **out, size_t *nout)
 {
 	int n;
 
-	if (!is_sequence(ld, s, "relay_networks"))
+	if (!is_sequence(ld, s, what))
 		return;
 	n = config_setting_length(s);
-	free(c->relay_networks);
-	c->relay_networks = xcalloc((size_t)n, sizeof(*c->relay_networks));
-	c->nrelay_networks = 0;
+	free(*out);
+	*out = xcalloc((size_t)n, sizeof(**out));
+	*nout = 0;
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 		char *text = NULL;
 
-		if (get_string(ld, e, "relay_networks", &text) == -1)
+		if (get_string(ld, e, what, &text) == -1)
 			continue;
-		if (netaddr_prefix_parse(&c->relay_networks[c->nrelay_networks], text) == -1)
-			load_error(ld, e, "relay_networks: bad CIDR \"%s\"", text);
+		if (netaddr_prefix_parse(&(*out)[*nout], text) == -1)
+			load_error(ld, e, "%s: bad CIDR \"%s\"", what, text);
 		else
-			c->nrelay_networks++;
+			(*nout)++;
 		free(text);
 	}
 }
@@ -1296,7 +1311,11 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 		else if (strcmp(key, "listen") == 0)
 			parse_listen(ld, s, c);
 		else if (strcmp(key, "relay_networks") == 0)
-			parse_relay_networks(ld, s, c);
+			parse_prefixes(ld, s, "relay_networks", &c->relay_networks,
+			    &c->nrelay_networks);
+		else if (strcmp(key, "trusted_proxies") == 0)
+			parse_prefixes(ld, s, "trusted_proxies", &c->trusted_proxies,
+			    &c->ntrusted_proxies);
 		else if (strcmp(key, "max_message_size") == 0) {
 			if (get_int(ld, s, "max_message_size", 1, LLONG_MAX, &n) == 0)
 				c->max_message_size = (size_t)n;
@@ -1341,6 +1360,10 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 	/* After the listeners: whether any offers TLS decides a warning. */
 	if (users_file != NULL)
 		parse_users_file(ld, users_file, c);
+	/* A PROXY header from anyone would let anyone choose its address (spec 2). */
+	if (ld->proxy_listen != NULL && c->ntrusted_proxies == 0)
+		load_error(ld, ld->proxy_listen, "listen entry: proxy_protocol = true needs "
+		    "trusted_proxies (the load balancers' addresses)");
 	c->spool_dir = resolve_path(base_dir, spool != NULL ? spool : CONF_DEFAULT_SPOOL_DIR);
 	free(spool);
 	if (control != NULL)
@@ -1469,6 +1492,7 @@ conf_free(struct conf *c)
 	free(c->control_socket);
 	free(c->listen);
 	free(c->relay_networks);
+	free(c->trusted_proxies);
 	for (size_t i = 0; i < c->dns.nservers; i++)
 		free(c->dns.servers[i]);
 	free(c->dns.servers);

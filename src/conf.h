@@ -39,6 +39,12 @@ enum conf_listen_tls {
 struct conf_listen {
 	struct netaddr addr;     /* address and port to bind */
 	enum conf_listen_tls tls; /* needs tls_cert/tls_key unless NONE */
+	/*
+	 * proxy_protocol = true: every connection starts with a PROXY protocol header (v1
+	 * or v2, proxy_proto.h) from one of trusted_proxies, naming the real client. Read
+	 * at start only, like the address.
+	 */
+	bool proxy_protocol;
 };
 
 struct conf_transport {
@@ -102,6 +108,12 @@ struct conf {
 	size_t nlisten;
 	struct netaddr_prefix *relay_networks; /* default: 127.0.0.0/8 and ::1/128 */
 	size_t nrelay_networks;
+	/*
+	 * Who may connect to a proxy_protocol listener (and so name the client): CIDR
+	 * list, empty by default; a config with a proxy_protocol listener must set it.
+	 */
+	struct netaddr_prefix *trusted_proxies;
+	size_t ntrusted_proxies;
 	size_t max_message_size; /* bytes; default 10240000 (Postfix's message_size_limit) */
 	size_t max_recipients;   /* per transaction; default 1000 */
 	enum log_target log_target;

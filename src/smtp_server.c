@@ -30,6 +30,12 @@
  * Sessions are never freed under a running bufferevent callback: closing marks the
  * session and activates a zero-delay event that frees it (as OpenSMTPD and tmux do).
  *
+ * On a proxy_protocol listener a session starts in SESSION_PROXY: only trusted_proxies
+ * may connect, and nothing is said until their PROXY header (proxy_proto) has named
+ * the real client, which then is the session's peer for everything (relay_networks,
+ * logs, Received:). A bad or missing header closes the connection without a word, as
+ * the PROXY protocol spec asks.
+ *
  * Log lines follow Postfix's smtpd ("connect from", "disconnect from ... ehlo=1 mail=1
  * rcpt=1 data=1 quit=1 commands=5", "NOQUEUE: reject: RCPT from ...") so that operators'
  * tools keep working.
@@ -60,6 +66,7 @@
 #include "envelope.h"
 #include "log.h"
 #include "netaddr.h"
+#include "proxy_proto.h"
 #include "smtp_proto.h"
 #include "smtp_server.h"
 #include "spool.h"
@@ -86,8 +93,14 @@
 #define SMTP_SERVER_AUTH_MAX_FAILURES 3
 /* Room for a decoded AUTH password (the command line limits it anyway). */
 #define SMTP_SERVER_AUTH_PASS_MAX 1024
+/*
+ * A proxy sends its header at once on connecting; the spec suggests a few seconds (at
+ * least 3, a TCP retransmission) before giving up. command_timeout_s when shorter.
+ */
+#define SMTP_SERVER_PROXY_TIMEOUT_S 10
 
 enum session_state {
+	SESSION_PROXY,    /* proxy_protocol listener: waiting for the header, no greeting */
 	SESSION_INIT,     /* greeting sent, waiting for HELO/EHLO */
 	SESSION_HELO,     /* HELO/EHLO done, no mail transaction */
 	SESSION_MAIL,     /* MAIL accepted; RCPT (and DATA once a recipient is accepted) */
@@ -198,6 +211,8 @@ struct smtp_server {
 	size_t nlisteners;
 	size_t listeners_cap;
 	size_t listener_tls_cap;
+	bool *listener_proxy;         /* owned; listeners[i] expects a PROXY header */
+	size_t listener_proxy_cap;
 	struct event *accept_pause_ev; /* owned; re-enables listeners after accept errors */
 	struct smtp_session *sessions; /* owned list */
 	unsigned nsessions;
@@ -205,6 +220,7 @@ struct smtp_server {
 
 static void session_process(struct smtp_session *s);
 static void session_close_after_reply(struct smtp_session *s);
+static void session_close_now(struct smtp_session *s);
 static void session_reply(struct smtp_session *s, const char *fmt, ...) DR_PRINTF(2, 3);
 static void session_read_cb(struct bufferevent *bev, void *arg);
 static void session_write_cb(struct bufferevent *bev, void *arg);
@@ -214,6 +230,8 @@ static const char *
 session_state_name(enum session_state st)
 {
 	switch (st) {
+	case SESSION_PROXY:
+		return "PROXY";
 	case SESSION_INIT:
 		return "INIT";
 	case SESSION_HELO:
@@ -1237,6 +1255,75 @@ session_command_input(struct smtp_session *s)
 }
 
 static void session_process_input(struct smtp_session *s, struct evbuffer *out);
+/* "[192.0.2.1]:1234" / "[2001:db8::1]:1234", the form every log line uses. */
+static void
+peer_format(const struct netaddr *a, char *buf, size_t size)
+{
+	char ip[NETADDR_STRLEN];
+
+	snprintf(buf, size, "[%s]:%u", netaddr_ntop(a, ip, sizeof(ip)),
+	    (unsigned)netaddr_port(a));
+}
+
+/* Who the session talks to: the socket's peer, or the client a PROXY header names. */
+static void
+session_set_peer(struct smtp_session *s, const struct netaddr *a)
+{
+	s->peer = *a;
+	/* A v6 socket reports IPv4 clients as ::ffff:a.b.c.d; relay_networks say 127/8. */
+	netaddr_unmap_v4(&s->peer);
+	netaddr_ntop(&s->peer, s->peer_ip, sizeof(s->peer_ip));
+	peer_format(&s->peer, s->peer_name, sizeof(s->peer_name));
+	s->relay_ok = session_relay_allowed(s->conf, &s->peer);
+}
+
+/* The client is known: log it and greet. via says how it became known ("" if direct). */
+static void
+session_start(struct smtp_session *s, const char *via)
+{
+	log_info("connect from %s%s", s->peer_name, via);
+	s->state = SESSION_INIT;
+	session_set_timeout(s, s->conf->timeouts.command_timeout_s);
+	session_reply(s, "220 %s ESMTP dualrelay", s->conf->hostname);
+}
+
+/*
+ * SESSION_PROXY: waits for the whole PROXY header, then starts the session for the
+ * client it names; bytes after it are the client's and stay in the input. Returns true
+ * when the session started (the caller goes on with the input).
+ */
+static bool
+session_proxy_input(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	size_t len = evbuffer_get_length(in);
+	struct proxy_proto_header h;
+	char via[sizeof(s->peer_name) + 64];
+
+	if (len > PROXY_PROTO_MAX)
+		len = PROXY_PROTO_MAX; /* the parser always decides within this many */
+	switch (proxy_proto_parse(evbuffer_pullup(in, (ev_ssize_t)len), len, &h)) {
+	case PROXY_PROTO_NEED_MORE:
+		return false;
+	case PROXY_PROTO_ERROR:
+		log_info("bad PROXY header from %s: %s", s->peer_name, h.why);
+		session_close_now(s);
+		return false;
+	case PROXY_PROTO_DONE:
+		break;
+	}
+	evbuffer_drain(in, h.consumed);
+	if (h.has_addrs) {
+		snprintf(via, sizeof(via), " via proxy %s (PROXY v%u)", s->peer_name, h.version);
+		session_set_peer(s, &h.src);
+	} else {
+		/* LOCAL (the proxy's health check), UNKNOWN, UNSPEC: the proxy is the client. */
+		snprintf(via, sizeof(via), " (PROXY v%u %s: no client address)", h.version,
+		    h.local ? "LOCAL" : h.version == 1 ? "UNKNOWN" : "UNSPEC");
+	}
+	session_start(s, via);
+	return true;
+}
 
 /* Consumes as much input as the state allows; replies go out in order. */
 static void
@@ -1272,7 +1359,9 @@ session_process_input(struct smtp_session *s, struct evbuffer *out)
 			bufferevent_disable(s->bev, EV_READ);
 			return;
 		}
-		if (s->state == SESSION_DATA)
+		if (s->state == SESSION_PROXY)
+			more = session_proxy_input(s);
+		else if (s->state == SESSION_DATA)
 			more = session_data_input(s);
 		else
 			more = session_command_input(s);
@@ -1502,6 +1591,13 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 			session_tls_failed(s, what);
 		return;
 	}
+	if (s->state == SESSION_PROXY) {
+		/* Nothing was said yet, so no 421: the proxy just sees the close. */
+		log_info("no PROXY header from %s: %s", s->peer_name,
+		    (what & BEV_EVENT_TIMEOUT) ? "timeout" : "connection lost");
+		session_close_now(s);
+		return;
+	}
 	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
 		log_info("timeout after %s from %s", smtp_verb_name(s->last_verb),
 		    s->peer_name);
@@ -1523,9 +1619,10 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void
 session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
-    socklen_t salen, enum conf_listen_tls tls)
+    socklen_t salen, enum conf_listen_tls tls, bool proxy)
 {
 	struct smtp_session *s;
+	struct netaddr peer;
 
 	s = xcalloc(1, sizeof(*s));
 	s->srv = srv;
@@ -1533,17 +1630,8 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 	s->listen_tls = tls;
 	s->state = SESSION_INIT;
 	s->last_verb = SMTP_VERB_UNKNOWN;
-	netaddr_from_sockaddr(&s->peer, sa, salen);
-	/* A v6 socket reports IPv4 clients as ::ffff:a.b.c.d; relay_networks say 127/8. */
-	netaddr_unmap_v4(&s->peer);
-	netaddr_ntop(&s->peer, s->peer_ip, sizeof(s->peer_ip));
-	netaddr_format_hostport(&s->peer, s->peer_name, sizeof(s->peer_name));
-	if (netaddr_family(&s->peer) == AF_INET) {
-		/* "[192.0.2.1]:1234", the same bracketed form IPv6 gets. */
-		snprintf(s->peer_name, sizeof(s->peer_name), "[%s]:%u", s->peer_ip,
-		    (unsigned)netaddr_port(&s->peer));
-	}
-	s->relay_ok = session_relay_allowed(s->conf, &s->peer);
+	netaddr_from_sockaddr(&peer, sa, salen);
+	session_set_peer(s, &peer);
 
 	if (tls != CONF_LISTEN_TLS_NONE && s->conf->tls_server == NULL) {
 		/* A reload dropped tls_cert; listeners keep their mode until restart. */
@@ -1579,21 +1667,47 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 	srv->sessions = s;
 	srv->nsessions++;
 
-	log_info("connect from %s", s->peer_name);
 	if (tls == CONF_LISTEN_TLS_IMPLICIT) {
 		/* RFC 8314 3.3: the handshake first; the greeting comes over TLS. */
+		log_info("connect from %s", s->peer_name);
 		session_tls_begin(s, fd);
 		return;
 	}
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
-	session_set_timeout(s, s->conf->timeouts.command_timeout_s);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-	session_reply(s, "220 %s ESMTP dualrelay", s->conf->hostname);
+	if (proxy) {
+		unsigned t = s->conf->timeouts.command_timeout_s;
+
+		s->state = SESSION_PROXY;
+		session_set_timeout(s, t != 0 && t < SMTP_SERVER_PROXY_TIMEOUT_S ? t :
+		    SMTP_SERVER_PROXY_TIMEOUT_S);
+		return;
+	}
+	session_start(s, "");
 }
 
 /*
  * Listeners
  */
+
+/* A PROXY header names any address it likes: only trusted_proxies may send one. */
+static bool
+server_proxy_trusted(const struct smtp_server *srv, const struct sockaddr *sa,
+    socklen_t salen)
+{
+	struct netaddr a;
+	char name[NETADDR_STRLEN + 8];
+
+	netaddr_from_sockaddr(&a, sa, salen);
+	netaddr_unmap_v4(&a);
+	for (size_t i = 0; i < srv->conf->ntrusted_proxies; i++)
+		if (netaddr_prefix_match(&srv->conf->trusted_proxies[i], &a))
+			return true;
+	peer_format(&a, name, sizeof(name));
+	log_warn("refused connection from %s on a proxy_protocol listener: not in "
+	    "trusted_proxies", name);
+	return false;
+}
 
 static void
 server_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -1601,11 +1715,18 @@ server_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
 {
 	struct smtp_server *srv = arg;
 	enum conf_listen_tls tls = CONF_LISTEN_TLS_NONE;
+	bool proxy = false;
 
 	for (size_t i = 0; i < srv->nlisteners; i++)
-		if (srv->listeners[i] == l)
+		if (srv->listeners[i] == l) {
 			tls = srv->listener_tls[i];
-	session_new(srv, fd, sa, (socklen_t)salen, tls);
+			proxy = srv->listener_proxy[i];
+		}
+	if (proxy && !server_proxy_trusted(srv, sa, (socklen_t)salen)) {
+		evutil_closesocket(fd);
+		return;
+	}
+	session_new(srv, fd, sa, (socklen_t)salen, tls, proxy);
 }
 
 static void
@@ -1709,12 +1830,19 @@ smtp_server_listen(struct smtp_server *srv)
 		srv->listener_tls = xgrow(srv->listener_tls, sizeof(*srv->listener_tls),
 		    srv->nlisteners + 1, &srv->listener_tls_cap);
 		srv->listener_tls[srv->nlisteners] = srv->conf->listen[i].tls;
+		srv->listener_proxy = xgrow(srv->listener_proxy, sizeof(*srv->listener_proxy),
+		    srv->nlisteners + 1, &srv->listener_proxy_cap);
+		srv->listener_proxy[srv->nlisteners] = srv->conf->listen[i].proxy_protocol;
 		srv->listeners[srv->nlisteners++] = l;
-		if (srv->conf->listen[i].tls != CONF_LISTEN_TLS_NONE)
-			log_info("listening on %s (tls %s)", name,
-			    conf_listen_tls_name(srv->conf->listen[i].tls));
-		else
-			log_info("listening on %s", name);
+		const struct conf_listen *cl = &srv->conf->listen[i];
+		char tls_mode[32] = "";
+		if (cl->tls != CONF_LISTEN_TLS_NONE)
+			snprintf(tls_mode, sizeof(tls_mode), "tls %s", conf_listen_tls_name(cl->tls));
+		/* "(tls starttls)", "(PROXY protocol)", "(tls starttls, PROXY protocol)" */
+		log_info("listening on %s%s%s%s%s%s", name, *tls_mode || cl->proxy_protocol ?
+		    " (" : "", tls_mode, *tls_mode && cl->proxy_protocol ? ", " : "",
+		    cl->proxy_protocol ? "PROXY protocol" : "",
+		    *tls_mode || cl->proxy_protocol ? ")" : "");
 	}
 	return 0;
 }
@@ -1730,7 +1858,7 @@ smtp_server_adopt(struct smtp_server *srv, int fd, const struct netaddr *peer)
 		return -1;
 	}
 	session_new(srv, fd, (const struct sockaddr *)&peer->ss, peer->len,
-	    CONF_LISTEN_TLS_NONE);
+	    CONF_LISTEN_TLS_NONE, false);
 	return srv->nsessions > before ? 0 : -1;
 }
 
@@ -1776,6 +1904,7 @@ smtp_server_free(struct smtp_server *srv)
 		session_free(srv->sessions);
 	free(srv->listeners);
 	free(srv->listener_tls);
+	free(srv->listener_proxy);
 	event_free(srv->accept_pause_ev);
 	conf_free(srv->conf);
 	free(srv);

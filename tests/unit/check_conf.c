@@ -221,6 +221,35 @@ START_TEST(test_full)
 }
 END_TEST
 
+START_TEST(test_proxy_protocol)
+{
+	struct conf *c = load_ok(
+	    "listen = ( { address = \"192.0.2.1\"; port = 2525; },\n"
+	    "  { address = \"192.0.2.1\"; port = 2526; proxy_protocol = true; },\n"
+	    "  { address = \"2001:db8::1\"; proxy_protocol = false; } );\n"
+	    "trusted_proxies = [ \"203.0.113.0/24\", \"2001:db8:1::5\" ];\n");
+	struct netaddr a;
+
+	ck_assert_uint_eq(c->nlisten, 3);
+	ck_assert(!c->listen[0].proxy_protocol);
+	ck_assert(c->listen[1].proxy_protocol);
+	ck_assert(!c->listen[2].proxy_protocol);
+	ck_assert_uint_eq(c->ntrusted_proxies, 2);
+	ck_assert_int_eq(netaddr_parse(&a, "203.0.113.9", 0), 0);
+	ck_assert(netaddr_prefix_match(&c->trusted_proxies[0], &a));
+	ck_assert_int_eq(netaddr_parse(&a, "2001:db8:1::5", 0), 0);
+	ck_assert(netaddr_prefix_match(&c->trusted_proxies[1], &a));
+	conf_free(c);
+
+	/* Defaults: no listener expects a header, nobody is trusted. */
+	c = load_ok("");
+	for (size_t i = 0; i < c->nlisten; i++)
+		ck_assert(!c->listen[i].proxy_protocol);
+	ck_assert_uint_eq(c->ntrusted_proxies, 0);
+	conf_free(c);
+}
+END_TEST
+
 START_TEST(test_spool_dir)
 {
 	char *errs = NULL;
@@ -260,6 +289,16 @@ static const struct {
 	  "t.conf:1: listen port: 0 is out of range (1..65535)" },
 	{ "relay_networks = [ \"127.0.0.0/8\",\n \"192.0.2.0/33\" ];",
 	  "t.conf:2: relay_networks: bad CIDR \"192.0.2.0/33\"" },
+	{ "trusted_proxies = [\n \"192.0.2.0/33\" ];",
+	  "t.conf:2: trusted_proxies: bad CIDR \"192.0.2.0/33\"" },
+	{ "listen = ( { address = \"192.0.2.1\";\n proxy_protocol = 1; } );",
+	  "t.conf:2: listen proxy_protocol: expected true or false" },
+	{ "listen = ( { address = \"192.0.2.1\"; },\n { address = \"192.0.2.2\"; "
+	  "proxy_protocol = true; } );",
+	  "t.conf:2: listen entry: proxy_protocol = true needs trusted_proxies" },
+	{ "trusted_proxies = [ ];\nlisten = ( { address = \"192.0.2.1\"; "
+	  "proxy_protocol = true; } );",
+	  "t.conf:2: listen entry: proxy_protocol = true needs trusted_proxies" },
 	{ "dns = { servers = [ \"192.0.2.53:99999\" ]; };",
 	  "t.conf:1: dns.servers: bad address \"192.0.2.53:99999\"" },
 	{ "transports = {\n t = {\n port = 70000; }; };",
@@ -516,6 +555,7 @@ conf_suite(void)
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_full);
+	tcase_add_test(tc, test_proxy_protocol);
 	tcase_add_test(tc, test_spool_dir);
 	tcase_add_loop_test(tc, test_each_error, 0,
 	    (int)(sizeof(bad_configs) / sizeof(bad_configs[0])));
