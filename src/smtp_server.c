@@ -52,8 +52,6 @@
 #include "spool.h"
 #include "util.h"
 
-/* Postfix's smtpd_hard_error_limit: after this many errors the client is dropped. */
-#define SMTP_SERVER_MAX_ERRORS 20
 /* Stop reading pipelined commands while this many reply bytes wait for the client. */
 #define SMTP_SERVER_OUTPUT_HIGH (64 * 1024)
 /* DATA is decoded in chunks of at most this size (the decoder output buffer). */
@@ -94,6 +92,7 @@ struct smtp_session {
 	struct conf *conf;            /* reference held for the session's lifetime */
 	struct bufferevent *bev;      /* owned; closes the socket when freed */
 	struct event *free_ev;        /* owned; zero-delay event that frees the session */
+	struct event *session_ev;     /* owned; timeouts.session_timeout_s, NULL when off */
 	enum session_state state;
 	bool close_after_flush;       /* SESSION_CLOSING: free once the output is written */
 	bool paused;                  /* reading stopped until the output drains */
@@ -117,7 +116,7 @@ struct smtp_session {
 
 	enum smtp_verb last_verb;     /* for "timeout after DATA" style log lines */
 	int last_code;                /* code of the last reply, for counting */
-	unsigned errors;              /* error replies so far (SMTP_SERVER_MAX_ERRORS) */
+	unsigned errors;              /* error replies so far (conf max_errors) */
 	struct session_count counts[SESSION_NVERBS]; /* by verb; UNKNOWN = unknown */
 	struct session_count commands; /* all commands */
 
@@ -805,7 +804,7 @@ session_process(struct smtp_session *s)
 	while (s->state != SESSION_CLOSING) {
 		bool more;
 
-		if (s->errors >= SMTP_SERVER_MAX_ERRORS) {
+		if (s->errors >= s->conf->max_errors) {
 			log_info("too many errors after %s from %s",
 			    smtp_verb_name(s->last_verb), s->peer_name);
 			session_reply(s, "421 4.7.0 Too many errors");
@@ -877,6 +876,8 @@ session_free(struct smtp_session *s)
 	free(s->helo);
 	bufferevent_free(s->bev);
 	event_free(s->free_ev);
+	if (s->session_ev != NULL)
+		event_free(s->session_ev);
 	conf_free(s->conf);
 	free(s);
 }
@@ -968,6 +969,26 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 	session_close_now(s);
 }
 
+/*
+ * timeouts.session_timeout_s: the read timeouts restart with every byte, so a client
+ * trickling one byte at a time could otherwise hold a session slot for ever.
+ */
+static void
+session_cap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	if (s->state == SESSION_CLOSING)
+		return;
+	log_info("session time limit exceeded after %s from %s",
+	    smtp_verb_name(s->last_verb), s->peer_name);
+	session_reply(s, "421 4.4.2 %s Error: session time limit exceeded",
+	    s->conf->hostname);
+	session_close_after_reply(s);
+}
+
 static void
 session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
     socklen_t salen)
@@ -993,7 +1014,10 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 
 	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->free_ev = evtimer_new(srv->base, session_free_cb, s);
-	if (s->bev == NULL || s->free_ev == NULL) {
+	if (s->conf->timeouts.session_timeout_s > 0)
+		s->session_ev = evtimer_new(srv->base, session_cap_cb, s);
+	if (s->bev == NULL || s->free_ev == NULL ||
+	    (s->conf->timeouts.session_timeout_s > 0 && s->session_ev == NULL)) {
 		log_error("cannot set up session for %s", s->peer_name);
 		if (s->bev != NULL)
 			bufferevent_free(s->bev);
@@ -1001,6 +1025,8 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 			evutil_closesocket(fd);
 		if (s->free_ev != NULL)
 			event_free(s->free_ev);
+		if (s->session_ev != NULL)
+			event_free(s->session_ev);
 		conf_free(s->conf);
 		free(s);
 		return;
@@ -1014,6 +1040,11 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 	log_info("connect from %s", s->peer_name);
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
 	session_set_timeout(s, s->conf->timeouts.command_timeout_s);
+	if (s->session_ev != NULL) {
+		struct timeval cap = { .tv_sec = s->conf->timeouts.session_timeout_s };
+
+		evtimer_add(s->session_ev, &cap);
+	}
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	session_reply(s, "220 %s ESMTP dualrelay", s->conf->hostname);
 }
@@ -1022,11 +1053,64 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
  * Listeners
  */
 
+/* Sessions in progress from the address of peer. */
+static unsigned
+server_sessions_from(const struct smtp_server *srv, const struct netaddr *peer)
+{
+	unsigned n = 0;
+
+	for (const struct smtp_session *s = srv->sessions; s != NULL; s = s->next)
+		if (s->state != SESSION_CLOSING && netaddr_equal(&s->peer, peer))
+			n++;
+	return n;
+}
+
+/*
+ * Refuses a connection over max_connections or max_connections_per_ip: one 421 line
+ * written straight to the new socket (its send buffer is empty, so a non-blocking
+ * send of a few bytes does not fail for want of room), then close. No session, no
+ * buffers: a flood of connections costs a log line each and nothing that lasts.
+ * Returns true when fd was refused (and closed).
+ */
+static bool
+server_refuse_over_limit(struct smtp_server *srv, evutil_socket_t fd,
+    const struct sockaddr *sa, socklen_t salen)
+{
+	const struct conf *c = srv->conf;
+	struct netaddr peer;
+	char ip[NETADDR_STRLEN];
+	const char *reply;
+	unsigned from_peer = 0;
+
+	netaddr_from_sockaddr(&peer, sa, salen);
+	netaddr_unmap_v4(&peer);
+	if (srv->nsessions >= c->max_connections) {
+		reply = "421 4.7.0 Too many connections, try again later\r\n";
+	} else if (c->max_connections_per_ip > 0 &&
+	    (from_peer = server_sessions_from(srv, &peer)) >= c->max_connections_per_ip) {
+		reply = "421 4.7.0 Too many connections from your address, try again later\r\n";
+	} else
+		return false;
+	netaddr_ntop(&peer, ip, sizeof(ip));
+	if (from_peer > 0)
+		log_warn("connect from [%s]:%u refused: %u connections from that address "
+		    "(max_connections_per_ip %u)", ip, (unsigned)netaddr_port(&peer), from_peer,
+		    c->max_connections_per_ip);
+	else
+		log_warn("connect from [%s]:%u refused: %u connections (max_connections %u)",
+		    ip, (unsigned)netaddr_port(&peer), srv->nsessions, c->max_connections);
+	(void)send(fd, reply, strlen(reply), MSG_DONTWAIT | MSG_NOSIGNAL);
+	evutil_closesocket(fd);
+	return true;
+}
+
 static void
 server_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     int salen, void *arg)
 {
 	(void)l;
+	if (server_refuse_over_limit(arg, fd, sa, (socklen_t)salen))
+		return;
 	session_new(arg, fd, sa, (socklen_t)salen);
 }
 
