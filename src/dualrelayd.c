@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -295,6 +296,31 @@ daemon_plan_identity(struct daemon *d)
 	return 0;
 }
 
+/*
+ * Every inbound session, outbound connection and open queue file is a descriptor; the
+ * usual soft limit (1024) is below max_connections plus the deliveries. Take the hard
+ * limit and say when even that is short (accept errors then pause the listeners).
+ */
+static void
+raise_open_files(const struct conf *c)
+{
+	struct rlimit rl;
+	unsigned long long need = (unsigned long long)c->max_connections +
+	    2ull * c->queue.max_active + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return;
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+		log_warn("open files limit %llu is below the %llu that max_connections %u and "
+		    "queue.max_active %u may need", (unsigned long long)rl.rlim_cur, need,
+		    c->max_connections, c->queue.max_active);
+}
+
 static int
 daemon_start(struct daemon *d, bool foreground)
 {
@@ -307,6 +333,7 @@ daemon_start(struct daemon *d, bool foreground)
 		return -1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	raise_open_files(c);
 	d->base = event_base_new();
 	if (d->base == NULL) {
 		log_error("cannot create the event loop");
