@@ -8,7 +8,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -500,6 +502,34 @@ parse_queue(struct load *ld, const config_setting_t *s, struct conf *c)
 		    "than queue.retry_max_s (%u)", c->queue.retry_min_s, c->queue.retry_max_s);
 }
 
+/*
+ * The inbound limits and the account (top-level keys). Returns false when key is none
+ * of them. With check_host, user and group must exist here.
+ */
+static bool
+parse_limits_key(struct load *ld, const config_setting_t *s, const char *key,
+    struct conf *c)
+{
+	if (strcmp(key, "max_connections") == 0)
+		get_unsigned(ld, s, "max_connections", 1, 1000000, &c->max_connections);
+	else if (strcmp(key, "max_connections_per_ip") == 0)
+		get_unsigned(ld, s, "max_connections_per_ip", 0, 1000000,
+		    &c->max_connections_per_ip);
+	else if (strcmp(key, "max_errors") == 0)
+		get_unsigned(ld, s, "max_errors", 1, 1000, &c->max_errors);
+	else if (strcmp(key, "user") == 0) {
+		if (get_string(ld, s, "user", &c->user) == 0 && ld->check_host &&
+		    getpwnam(c->user) == NULL)
+			load_error(ld, s, "user: no account \"%s\" on this host", c->user);
+	} else if (strcmp(key, "group") == 0) {
+		if (get_string(ld, s, "group", &c->group) == 0 && ld->check_host &&
+		    getgrnam(c->group) == NULL)
+			load_error(ld, s, "group: no group \"%s\" on this host", c->group);
+	} else
+		return false;
+	return true;
+}
+
 static void
 parse_timeouts(struct load *ld, const config_setting_t *s, struct conf *c)
 {
@@ -518,6 +548,9 @@ parse_timeouts(struct load *ld, const config_setting_t *s, struct conf *c)
 		else if (strcmp(key, "smtp_timeout_s") == 0)
 			get_unsigned(ld, f, "timeouts.smtp_timeout_s", 1, 86400,
 			    &c->timeouts.smtp_timeout_s);
+		else if (strcmp(key, "session_timeout_s") == 0)
+			get_unsigned(ld, f, "timeouts.session_timeout_s", 0, 604800,
+			    &c->timeouts.session_timeout_s);
 		else
 			unknown_key(ld, f, "timeouts");
 	}
@@ -1245,6 +1278,9 @@ conf_new(const char *path)
 	c->hostname = xstrdup(host);
 	c->max_message_size = 10240000;
 	c->max_recipients = 1000;
+	c->max_connections = 1000;
+	c->max_connections_per_ip = 50;
+	c->max_errors = 20;
 	c->log_target = LOG_TARGET_STDERR;
 	c->log_level = LOG_LEVEL_INFO;
 	c->dns.timeout_ms = 2000;
@@ -1348,6 +1384,8 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 			tls_key = s;
 		else if (strcmp(key, "users_file") == 0)
 			users_file = s;
+		else if (parse_limits_key(ld, s, key, c))
+			continue;
 		else
 			load_error(ld, s, "unknown top-level key \"%s\"", key);
 	}
@@ -1490,6 +1528,8 @@ conf_free(struct conf *c)
 	free(c->hostname);
 	free(c->spool_dir);
 	free(c->control_socket);
+	free(c->user);
+	free(c->group);
 	free(c->listen);
 	free(c->relay_networks);
 	free(c->trusted_proxies);

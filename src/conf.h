@@ -116,6 +116,23 @@ struct conf {
 	size_t ntrusted_proxies;
 	size_t max_message_size; /* bytes; default 10240000 (Postfix's message_size_limit) */
 	size_t max_recipients;   /* per transaction; default 1000 */
+	/*
+	 * Inbound limits. A connection over max_connections (sessions at once) or over
+	 * max_connections_per_ip (sessions from one client address; 0 = no limit) gets
+	 * 421 4.7.0 and is closed at once (Postfix smtpd_client_connection_count_limit).
+	 * After max_errors error replies a session gets 421 4.7.0 and is closed (Postfix
+	 * smtpd_hard_error_limit).
+	 */
+	unsigned max_connections;        /* default 1000 */
+	unsigned max_connections_per_ip; /* default 50 */
+	unsigned max_errors;             /* default 20 */
+	/*
+	 * The account dualrelayd runs as: started as root, it prepares the spool and opens
+	 * its sockets, then becomes user (group: the given one, else user's primary group).
+	 * Root without user refuses to start. Read at start only.
+	 */
+	char *user;              /* NULL: none */
+	char *group;             /* NULL: user's primary group */
 	enum log_target log_target;
 	enum log_level log_level;
 
@@ -142,6 +159,7 @@ struct conf {
 	struct {
 		unsigned command_timeout_s; /* inbound command wait (default 300) */
 		unsigned data_timeout_s;    /* inbound DATA between chunks (default 300) */
+		unsigned session_timeout_s; /* inbound session as a whole (default 0: no cap) */
 		unsigned smtp_timeout_s;    /* outbound per-reply wait (default 300) */
 	} timeouts;
 

@@ -3,16 +3,21 @@
  * configuration, wires the modules together (spool -> queue <- smtp_server; queue ->
  * delivery -> dns/race/smtp_client) on one libevent loop, and handles signals: TERM and
  * INT stop accepting and let sessions finish (bounded), HUP reloads the configuration
- * (an invalid one is refused and the running one kept).
+ * (an invalid one is refused and the running one kept). Started as root it sets up
+ * what needs root, then runs as the configured user (privdrop.h); it tells systemd
+ * when it is ready, reloading and stopping (sdnotify.h).
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,7 +32,9 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "privdrop.h"
 #include "queue.h"
+#include "sdnotify.h"
 #include "selfcheck.h"
 #include "smtp_server.h"
 #include "spool.h"
@@ -54,6 +61,8 @@ struct daemon {
 	struct selfcheck *selfcheck;
 	struct event *sig_term, *sig_int, *sig_hup, *shutdown_tick;
 	uint64_t shutdown_deadline;
+	bool drop;                   /* started as root: become ids once set up */
+	struct privdrop_ids ids;
 };
 
 static void
@@ -137,6 +146,7 @@ on_terminate(evutil_socket_t sig, short what, void *arg)
 	}
 	log_info("signal %d: no new connections, waiting up to %d s for sessions", (int)sig,
 	    SHUTDOWN_GRACE_S);
+	sdnotify("STOPPING=1\nSTATUS=stopping: waiting for sessions in progress");
 	smtp_server_stop_listening(d->server);
 	d->shutdown_deadline = dr_monotonic_ms() + SHUTDOWN_GRACE_S * 1000u;
 	d->shutdown_tick = event_new(d->base, -1, EV_PERSIST, on_shutdown_tick, d);
@@ -144,14 +154,20 @@ on_terminate(evutil_socket_t sig, short what, void *arg)
 	event_add(d->shutdown_tick, &tv);
 }
 
-/* Loads the file again; an invalid one is refused and the running one kept. */
+/*
+ * Loads the file again; an invalid one is refused and the running one kept. systemd
+ * hears RELOADING=1 before and READY=1 after, whatever the outcome (the daemon keeps
+ * running either way).
+ */
 static int
 daemon_reload(void *arg, char **errors)
 {
 	struct daemon *d = arg;
 	char *errs = NULL;
+	sdnotify_reloading();
 	struct conf *c = conf_load(d->conf_path, true, &errs);
 	if (c == NULL) {
+		sdnotify("READY=1\nSTATUS=reload failed, running the previous configuration");
 		log_error("reload: %s has errors; keeping the running configuration", d->conf_path);
 		char *copy = xstrdup(errs ? errs : ""), *save = NULL;
 		for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
@@ -171,6 +187,7 @@ daemon_reload(void *arg, char **errors)
 	d->conf = c;
 	log_set_level(c->log_level);
 	log_info("reload: configuration %s loaded", d->conf_path);
+	sdnotify("READY=1\nSTATUS=accepting mail (configuration reloaded)");
 	return 0;
 }
 
@@ -219,6 +236,93 @@ daemonize(void)
 	return chdir("/");
 }
 
+/*
+ * Started as root: everything that needed root is done. Give the spool (and the
+ * control socket, wherever it is) to the account, become it, and check that a reload
+ * will still be able to read the configuration (key files, auth files) as it.
+ */
+static int
+daemon_drop(struct daemon *d)
+{
+	const struct conf *c = d->conf;
+	char *errs = NULL;
+
+	if (privdrop_own_tree(c->spool_dir, &d->ids) < 0 ||
+	    privdrop_own_path(c->control_socket, &d->ids) < 0 ||
+	    privdrop_switch(&d->ids) < 0)
+		return -1;
+	log_info("running as %s (uid %u, gid %u)", d->ids.name, (unsigned)d->ids.uid,
+	    (unsigned)d->ids.gid);
+	struct conf *again = conf_load(d->conf_path, true, &errs);
+	if (again == NULL) {
+		char *nl = errs != NULL ? strchr(errs, '\n') : NULL;
+		if (nl != NULL)
+			*nl = '\0';
+		log_warn("a reload will fail: as %s: %s", d->ids.name,
+		    errs != NULL ? errs : "configuration error");
+	}
+	conf_free(again);
+	free(errs);
+	return 0;
+}
+
+/*
+ * Decides, before anything starts, who the daemon will run as. Root must name an
+ * account (user): a relay that parses mail from the network does not keep running as
+ * root. Returns 0, or -1 after telling why on stderr.
+ */
+static int
+daemon_plan_identity(struct daemon *d)
+{
+	const struct conf *c = d->conf;
+	const char *why = NULL;
+	char buf[256];
+
+	if (geteuid() != 0) {
+		const struct passwd *pw = c->user != NULL ? getpwnam(c->user) : NULL;
+		if (pw != NULL && pw->pw_uid != geteuid())
+			fprintf(stderr, "warning: %s: not started as root: user \"%s\" ignored, "
+			    "running as uid %u\n", d->conf_path, c->user, (unsigned)geteuid());
+		return 0;
+	}
+	if (c->user == NULL) {
+		fprintf(stderr, "dualrelayd: %s: refusing to run as root: set user (the account "
+		    "to run as, e.g. user = \"dualrelay\";)\n", d->conf_path);
+		return -1;
+	}
+	if (privdrop_resolve(c->user, c->group, &d->ids, buf, sizeof(buf), &why) < 0) {
+		fprintf(stderr, "dualrelayd: %s: %s\n", d->conf_path, why);
+		return -1;
+	}
+	d->drop = true;
+	return 0;
+}
+
+/*
+ * Every inbound session, outbound connection and open queue file is a descriptor; the
+ * usual soft limit (1024) is below max_connections plus the deliveries. Take the hard
+ * limit and say when even that is short (accept errors then pause the listeners).
+ */
+static void
+raise_open_files(const struct conf *c)
+{
+	struct rlimit rl;
+	unsigned long long need = (unsigned long long)c->max_connections +
+	    2ull * c->queue.max_active + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return;
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+		log_warn("open files limit %llu is below the %llu that max_connections %u and "
+		    "queue.max_active %u may need", (unsigned long long)rl.rlim_cur, need,
+		    c->max_connections, c->queue.max_active);
+}
+
 static int
 daemon_start(struct daemon *d, bool foreground)
 {
@@ -231,6 +335,7 @@ daemon_start(struct daemon *d, bool foreground)
 		return -1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	raise_open_files(c);
 	d->base = event_base_new();
 	if (d->base == NULL) {
 		log_error("cannot create the event loop");
@@ -294,6 +399,8 @@ daemon_start(struct daemon *d, bool foreground)
 	event_add(d->sig_term, NULL);
 	event_add(d->sig_int, NULL);
 	event_add(d->sig_hup, NULL);
+	if (d->drop && daemon_drop(d) < 0)
+		return -1;
 	log_info("dualrelayd %s started (config %s, spool %s)", PACKAGE_VERSION, d->conf_path,
 	    c->spool_dir);
 	return 0;
@@ -536,14 +643,22 @@ main(int argc, char **argv)
 		return rc;
 	}
 	if (check_only || route_domain) {
+		if (check_only && geteuid() == 0 && d.conf->user == NULL)
+			fprintf(stderr, "warning: %s: no user set: started as root, dualrelayd "
+			    "will refuse to run\n", d.conf_path);
 		int rc = run_offline(d.conf, route_domain);
 		if (check_only && rc == 0)
 			printf("%s: configuration OK\n", d.conf_path);
 		conf_free(d.conf);
 		return rc;
 	}
+	if (daemon_plan_identity(&d) < 0) {
+		conf_free(d.conf);
+		return EX_CONFIG;
+	}
 	int rc = 1;
 	if (daemon_start(&d, foreground) == 0) {
+		sdnotify("READY=1\nSTATUS=accepting mail");
 		event_base_dispatch(d.base);
 		log_info("dualrelayd stopped");
 		rc = 0;

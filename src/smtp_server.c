@@ -75,8 +75,6 @@
 #include "users.h"
 #include "util.h"
 
-/* Postfix's smtpd_hard_error_limit: after this many errors the client is dropped. */
-#define SMTP_SERVER_MAX_ERRORS 20
 /* Stop reading pipelined commands while this many reply bytes wait for the client. */
 #define SMTP_SERVER_OUTPUT_HIGH (64 * 1024)
 /* DATA is decoded in chunks of at most this size (the decoder output buffer). */
@@ -154,6 +152,7 @@ struct smtp_session {
 	struct conf *conf;            /* reference held for the session's lifetime */
 	struct bufferevent *bev;      /* owned; closes the socket when freed */
 	struct event *free_ev;        /* owned; zero-delay event that frees the session */
+	struct event *session_ev;     /* owned; timeouts.session_timeout_s, NULL when off */
 	enum session_state state;
 	bool close_after_flush;       /* SESSION_CLOSING: free once the output is written */
 	bool paused;                  /* reading stopped until the output drains */
@@ -191,7 +190,7 @@ struct smtp_session {
 
 	enum smtp_verb last_verb;     /* for "timeout after DATA" style log lines */
 	int last_code;                /* code of the last reply, for counting */
-	unsigned errors;              /* error replies so far (SMTP_SERVER_MAX_ERRORS) */
+	unsigned errors;              /* error replies so far (conf max_errors) */
 	struct session_count counts[SESSION_NVERBS]; /* by verb; UNKNOWN = unknown */
 	struct session_count commands; /* all commands */
 
@@ -219,6 +218,8 @@ struct smtp_server {
 };
 
 static void session_process(struct smtp_session *s);
+static unsigned server_sessions_from(const struct smtp_server *srv,
+    const struct netaddr *peer);
 static void session_close_after_reply(struct smtp_session *s);
 static void session_close_now(struct smtp_session *s);
 static void session_reply(struct smtp_session *s, const char *fmt, ...) DR_PRINTF(2, 3);
@@ -1314,8 +1315,19 @@ session_proxy_input(struct smtp_session *s)
 	}
 	evbuffer_drain(in, h.consumed);
 	if (h.has_addrs) {
+		unsigned limit = s->conf->max_connections_per_ip, from;
+
 		snprintf(via, sizeof(via), " via proxy %s (PROXY v%u)", s->peer_name, h.version);
 		session_set_peer(s, &h.src);
+		/* The per-address limit, which the accept could not apply (this one counts). */
+		if (limit > 0 && (from = server_sessions_from(s->srv, &s->peer)) > limit) {
+			log_warn("connect from %s%s refused: %u connections from that address "
+			    "(max_connections_per_ip %u)", s->peer_name, via, from - 1, limit);
+			session_reply(s, "421 4.7.0 Too many connections from your address, try "
+			    "again later");
+			session_close_after_reply(s);
+			return false;
+		}
 	} else {
 		/* LOCAL (the proxy's health check), UNKNOWN, UNSPEC: the proxy is the client. */
 		snprintf(via, sizeof(via), " (PROXY v%u %s: no client address)", h.version,
@@ -1346,7 +1358,7 @@ session_process_input(struct smtp_session *s, struct evbuffer *out)
 		/* Waiting for the switch to TLS, or holding back the reply to a failed AUTH. */
 		if (s->tls_pending || s->auth_delayed || s->tls_handshake)
 			return;
-		if (s->errors >= SMTP_SERVER_MAX_ERRORS) {
+		if (s->errors >= s->conf->max_errors) {
 			log_info("too many errors after %s from %s",
 			    smtp_verb_name(s->last_verb), s->peer_name);
 			session_reply(s, "421 4.7.0 Too many errors");
@@ -1425,6 +1437,8 @@ session_free(struct smtp_session *s)
 	bufferevent_free(s->bev);  /* and the SSL, over TLS */
 	event_free(s->free_ev);
 	event_free(s->auth_delay_ev);
+	if (s->session_ev != NULL)
+		event_free(s->session_ev);
 	conf_free(s->conf);
 	free(s);
 }
@@ -1617,6 +1631,26 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 	session_close_now(s);
 }
 
+/*
+ * timeouts.session_timeout_s: the read timeouts restart with every byte, so a client
+ * trickling one byte at a time could otherwise hold a session slot for ever.
+ */
+static void
+session_cap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	if (s->state == SESSION_CLOSING)
+		return;
+	log_info("session time limit exceeded after %s from %s",
+	    smtp_verb_name(s->last_verb), s->peer_name);
+	session_reply(s, "421 4.4.2 %s Error: session time limit exceeded",
+	    s->conf->hostname);
+	session_close_after_reply(s);
+}
+
 static void
 session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
     socklen_t salen, enum conf_listen_tls tls, bool proxy)
@@ -1646,8 +1680,11 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->free_ev = evtimer_new(srv->base, session_free_cb, s);
 	s->auth_delay_ev = evtimer_new(srv->base, session_auth_delay_cb, s);
+	if (s->conf->timeouts.session_timeout_s > 0)
+		s->session_ev = evtimer_new(srv->base, session_cap_cb, s);
 	if ((s->bev == NULL && tls != CONF_LISTEN_TLS_IMPLICIT) || s->free_ev == NULL ||
-	    s->auth_delay_ev == NULL) {
+	    s->auth_delay_ev == NULL ||
+	    (s->conf->timeouts.session_timeout_s > 0 && s->session_ev == NULL)) {
 		log_error("cannot set up session for %s", s->peer_name);
 		if (s->bev != NULL)
 			bufferevent_free(s->bev);
@@ -1657,6 +1694,8 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 			event_free(s->free_ev);
 		if (s->auth_delay_ev != NULL)
 			event_free(s->auth_delay_ev);
+		if (s->session_ev != NULL)
+			event_free(s->session_ev);
 		conf_free(s->conf);
 		free(s);
 		return;
@@ -1667,6 +1706,11 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 	srv->sessions = s;
 	srv->nsessions++;
 
+	if (s->session_ev != NULL) {
+		struct timeval cap = { .tv_sec = s->conf->timeouts.session_timeout_s };
+
+		evtimer_add(s->session_ev, &cap);
+	}
 	if (tls == CONF_LISTEN_TLS_IMPLICIT) {
 		/* RFC 8314 3.3: the handshake first; the greeting comes over TLS. */
 		log_info("connect from %s", s->peer_name);
@@ -1709,6 +1753,57 @@ server_proxy_trusted(const struct smtp_server *srv, const struct sockaddr *sa,
 	return false;
 }
 
+/* Sessions in progress from the address of peer. */
+static unsigned
+server_sessions_from(const struct smtp_server *srv, const struct netaddr *peer)
+{
+	unsigned n = 0;
+
+	for (const struct smtp_session *s = srv->sessions; s != NULL; s = s->next)
+		if (s->state != SESSION_CLOSING && netaddr_equal(&s->peer, peer))
+			n++;
+	return n;
+}
+
+/*
+ * Refuses a connection over max_connections or max_connections_per_ip: one 421 line
+ * written straight to the new socket (its send buffer is empty, so a non-blocking
+ * send of a few bytes does not fail for want of room), then close. No session, no
+ * buffers: a flood of connections costs a log line each and nothing that lasts.
+ * Returns true when fd was refused (and closed).
+ */
+static bool
+server_refuse_over_limit(struct smtp_server *srv, evutil_socket_t fd,
+    const struct sockaddr *sa, socklen_t salen, bool per_ip)
+{
+	const struct conf *c = srv->conf;
+	struct netaddr peer;
+	char ip[NETADDR_STRLEN];
+	const char *reply;
+	unsigned from_peer = 0;
+
+	netaddr_from_sockaddr(&peer, sa, salen);
+	netaddr_unmap_v4(&peer);
+	if (srv->nsessions >= c->max_connections) {
+		reply = "421 4.7.0 Too many connections, try again later\r\n";
+	} else if (per_ip && c->max_connections_per_ip > 0 &&
+	    (from_peer = server_sessions_from(srv, &peer)) >= c->max_connections_per_ip) {
+		reply = "421 4.7.0 Too many connections from your address, try again later\r\n";
+	} else
+		return false;
+	netaddr_ntop(&peer, ip, sizeof(ip));
+	if (from_peer > 0)
+		log_warn("connect from [%s]:%u refused: %u connections from that address "
+		    "(max_connections_per_ip %u)", ip, (unsigned)netaddr_port(&peer), from_peer,
+		    c->max_connections_per_ip);
+	else
+		log_warn("connect from [%s]:%u refused: %u connections (max_connections %u)",
+		    ip, (unsigned)netaddr_port(&peer), srv->nsessions, c->max_connections);
+	(void)send(fd, reply, strlen(reply), MSG_DONTWAIT | MSG_NOSIGNAL);
+	evutil_closesocket(fd);
+	return true;
+}
+
 static void
 server_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     int salen, void *arg)
@@ -1726,6 +1821,9 @@ server_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
 		evutil_closesocket(fd);
 		return;
 	}
+	/* Behind a proxy, the client's address is known only from its header. */
+	if (server_refuse_over_limit(srv, fd, sa, (socklen_t)salen, !proxy))
+		return;
 	session_new(srv, fd, sa, (socklen_t)salen, tls, proxy);
 }
 

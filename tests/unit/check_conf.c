@@ -347,6 +347,14 @@ static const struct {
 	{ "hostname = \"-bad-.example\";", "t.conf:1: hostname: \"-bad-.example\" is not a host name" },
 	{ "family_fallback_patterns = [ \"\" ];",
 	  "t.conf:1: family_fallback_patterns: must not be empty" },
+	{ "max_connections = 0;", "t.conf:1: max_connections: 0 is out of range (1..1000000)" },
+	{ "max_connections_per_ip = -1;",
+	  "t.conf:1: max_connections_per_ip: -1 is out of range (0..1000000)" },
+	{ "max_errors = 0;", "t.conf:1: max_errors: 0 is out of range (1..1000)" },
+	{ "user = \"\";", "t.conf:1: user: must not be empty" },
+	{ "group = 5;", "t.conf:1: group: expected a string" },
+	{ "timeouts = { session_timeout_s = 700000; };",
+	  "t.conf:1: timeouts.session_timeout_s: 700000 is out of range (0..604800)" },
 	/* Syntax errors come from libconfig, in the same form. */
 	{ "\n\nhostname = ;", "t.conf:3: syntax error" },
 };
@@ -360,6 +368,47 @@ START_TEST(test_each_error)
 	ck_assert_msg(count_lines(errs) == 1, "more than one error: %s", errs);
 	ck_assert_int_eq(errs[strlen(errs) - 1], '\n');
 	free(errs);
+}
+END_TEST
+
+/* The inbound limits and the account: defaults, values, existence checked with check_host. */
+START_TEST(test_limits_and_account)
+{
+	struct conf *c = load_ok("");
+	char *errs = NULL;
+
+	ck_assert_uint_eq(c->max_connections, 1000);
+	ck_assert_uint_eq(c->max_connections_per_ip, 50);
+	ck_assert_uint_eq(c->max_errors, 20);
+	ck_assert_uint_eq(c->timeouts.session_timeout_s, 0);
+	ck_assert_ptr_null(c->user);
+	ck_assert_ptr_null(c->group);
+	conf_free(c);
+	c = load_ok("max_connections = 10; max_connections_per_ip = 0; max_errors = 3;\n"
+	    "timeouts = { session_timeout_s = 600; };\n"
+	    "user = \"dualrelay-check-no-such-user\"; group = \"dualrelay-check-no-such-group\";");
+	ck_assert_uint_eq(c->max_connections, 10);
+	ck_assert_uint_eq(c->max_connections_per_ip, 0);
+	ck_assert_uint_eq(c->max_errors, 3);
+	ck_assert_uint_eq(c->timeouts.session_timeout_s, 600);
+	ck_assert_str_eq(c->user, "dualrelay-check-no-such-user");
+	ck_assert_str_eq(c->group, "dualrelay-check-no-such-group");
+	conf_free(c);
+
+	/* With check_host (dualrelayd -n, the daemon), the account must exist here. */
+	c = conf_load_string("user = \"dualrelay-check-no-such-user\";\n"
+	    "group = \"dualrelay-check-no-such-group\";", "t.conf", "/srv/dr/etc", true, &errs);
+	ck_assert_ptr_null(c);
+	ck_assert_ptr_nonnull(strstr(errs,
+	    "t.conf:1: user: no account \"dualrelay-check-no-such-user\" on this host\n"));
+	ck_assert_ptr_nonnull(strstr(errs,
+	    "t.conf:2: group: no group \"dualrelay-check-no-such-group\" on this host\n"));
+	free(errs);
+	errs = NULL;
+	c = conf_load_string("user = \"root\"; group = \"root\";", "t.conf", "/srv/dr/etc",
+	    true, &errs);
+	ck_assert_msg(c != NULL, "%s", errs != NULL ? errs : "");
+	conf_free(c);
 }
 END_TEST
 
@@ -560,6 +609,7 @@ conf_suite(void)
 	tcase_add_loop_test(tc, test_each_error, 0,
 	    (int)(sizeof(bad_configs) / sizeof(bad_configs[0])));
 	tcase_add_test(tc, test_all_errors_at_once);
+	tcase_add_test(tc, test_limits_and_account);
 	tcase_add_test(tc, test_check_host);
 	tcase_add_test(tc, test_relay_forms);
 	tcase_add_test(tc, test_refcount);
