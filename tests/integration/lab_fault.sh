@@ -181,3 +181,58 @@ PY
 	labq_wait_queue_empty 10 || lab_fail "the queue is not empty after delivery"
 	labx_check_no_loss "$(labx_smtp_sink_rcpts dns)"
 }
+
+# labx_mx_fault REASON_RE QUEUE_SINK_FAULT...: the common course of the tests of an MX that
+# misbehaves before any mail is sent.  mx1.fault.example (198.51.100.161) runs queue_sink.py
+# with the fault options QUEUE_SINK_FAULT; mx2.fault.example (198.51.100.162) is a good
+# queue_sink.  one.example has mx1 only, two.example has mx1 (preference 10) and mx2 (20).
+# Mail to two.example must reach mx2 in the same attempt, once; mail to one.example must be
+# deferred with a reason matching REASON_RE and stay queued, never bounced.  Then mx1
+# behaves again and "dualrelayctl flush" delivers the rest, once.  Outbound replies time
+# out after 3 s (timeouts.smtp_timeout_s).
+labx_mx_fault() {
+	local reason=$1 from=alice@client.example.net q1 q2
+	shift
+	lab_dns_start <<'ZONE'
+one.example. MX 10 mx1.fault.example.
+two.example. MX 10 mx1.fault.example.
+two.example. MX 20 mx2.fault.example.
+mx1.fault.example. A 198.51.100.161
+mx2.fault.example. A 198.51.100.162
+ZONE
+	labq_sink_start mx1 198.51.100.161 "$@"
+	labq_sink_start mx2 198.51.100.162
+	LABX_CONF="$LAB_DIR/dualrelay.conf"
+	labq_conf_write "$LABX_CONF" "retry_min_s = 300; retry_max_s = 600; max_lifetime_s = 3600;" \
+		"timeouts = { smtp_timeout_s = 3; };"
+	lab_daemon_start "$LABX_CONF"
+
+	labf_message "$LAB_DIR/msg2" "$from" b@two.example "mx fault two"
+	lab_send "$from" b@two.example "$LAB_DIR/msg2" || lab_fail "message to two.example not accepted"
+	q2=$LAB_QID
+	labx_accepted "$q2" b@two.example
+	lab_expect_log "$(lab_re "$q2"): to=<b@two\.example>, relay=mx2\.fault\.example\[198\.51\.100\.162\]:25, .*status=sent" \
+		30 "delivery to the second MX after the first one failed"
+	lab_expect_log "$(lab_re "$q2"): .*mx1\.fault\.example\[198\.51\.100\.161\].*$reason" 5 \
+		"a log line saying why mx1 was passed over"
+	lab_log "mx1 passed over: $(grep -E "$(lab_re "$q2"): .*mx1\.fault\.example" "$LAB_LOG" | head -n1)"
+
+	labf_message "$LAB_DIR/msg1" "$from" a@one.example "mx fault one"
+	lab_send "$from" a@one.example "$LAB_DIR/msg1" || lab_fail "message to one.example not accepted"
+	q1=$LAB_QID
+	labx_accepted "$q1" a@one.example
+	lab_expect_log "$(lab_re "$q1"): to=<a@one\.example>, relay=mx1\.fault\.example\[198\.51\.100\.161\]:25, .*dsn=4\.[0-9.]+, status=deferred \(.*$reason" \
+		30 "deferral when the only MX fails"
+	lab_log "deferral: $(grep -E "$(lab_re "$q1"): to=.*status=deferred" "$LAB_LOG" | head -n1)"
+	lab_log_has "status=(bounced|expired)" && lab_fail "a message bounced"
+	[ "$(labq_sink_count mx1)" -eq 0 ] || lab_fail "the faulty MX stored a message"
+	labx_check_no_loss "$(( $(labx_qsink_rcpts mx1) + $(labx_qsink_rcpts mx2) ))"
+
+	labq_sink_stop mx1
+	labq_sink_start mx1 198.51.100.161
+	labx_ctl flush >/dev/null || lab_fail "dualrelayctl flush failed"
+	lab_expect_log "$(lab_re "$q1"): to=<a@one\.example>, relay=mx1\.fault\.example\[198\.51\.100\.161\]:25, .*status=sent" \
+		20 "delivery once mx1 behaves"
+	labq_wait_queue_empty 10 || lab_fail "the queue is not empty"
+	labx_check_no_loss "$(( $(labx_qsink_rcpts mx1) + $(labx_qsink_rcpts mx2) ))"
+}

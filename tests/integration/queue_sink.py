@@ -243,6 +243,11 @@ async def main():
         addr, reply = r.split("=", 1)
         args.rejects[addr.lower()] = reply
     os.makedirs(args.dir, exist_ok=True)
+    # A sink restarted on the same directory (an MX that "recovers") numbers on, so the
+    # messages it got before are kept.
+    global MESSAGES
+    done = [int(f[:-4]) for f in os.listdir(args.dir) if re.fullmatch(r"[0-9]+\.eml", f)]
+    MESSAGES = itertools.count(max(done, default=0) + 1)
     note_sessions(args)
     servers = [await asyncio.start_server(lambda r, w: handle(args, r, w), a, 25,
                                           reuse_address=True) for a in args.addrs]
