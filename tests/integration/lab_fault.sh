@@ -236,3 +236,26 @@ ZONE
 	labq_wait_queue_empty 10 || lab_fail "the queue is not empty"
 	labx_check_no_loss "$(( $(labx_qsink_rcpts mx1) + $(labx_qsink_rcpts mx2) ))"
 }
+
+# labx_client MODE ARGS...: tests/integration/fault_client.py inside RELAY against
+# dualrelayd on 127.0.0.1:2525; its output ("key=value" lines) goes to $LAB_DIR/client.out.
+labx_client() {
+	lab_relay timeout 120 python3 "$DR_SRCDIR/tests/integration/fault_client.py" "$@" \
+		>"$LAB_DIR/client.out" 2>&1
+}
+
+# labx_client_value KEY: a value fault_client.py printed.
+labx_client_value() {
+	sed -n "s/^$1=//p" "$LAB_DIR/client.out" | tail -n1
+}
+
+# labx_swaks_ok SUBJECT RCPT SINK N: an ordinary message through swaks is accepted and
+# delivered (the sink then holds N messages): the daemon still serves clients.
+labx_swaks_ok() {
+	labf_message "$LAB_DIR/msg.ok" alice@client.example.net "$2" "$1"
+	lab_send alice@client.example.net "$2" "$LAB_DIR/msg.ok" ||
+		lab_fail "an ordinary message was not accepted after the fault ($1)"
+	labx_accepted "$LAB_QID" "$2"
+	lab_expect_log "$(lab_re "$LAB_QID"): to=<$(lab_re "$2")>, .*status=sent" 20 "delivery of '$1'"
+	lab_sink_wait "$3" "$4" 10 || lab_fail "sink $3 holds $(lab_sink_count "$3"), expected $4"
+}
