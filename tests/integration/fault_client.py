@@ -15,12 +15,15 @@ end, whatever the server answered; 1 when the server broke off where it should n
   many-rcpt N DOMAIN  MAIL and N RCPT TO:<rN@DOMAIN> pipelined in one write, then DATA
                       if any was accepted; prints accepted=, refused=, the first refusal,
                       the accepted addresses to FILE (--accepted FILE) and the queue id
-  idle N SECONDS      open N connections, read each greeting, then send one byte of a
-                      NOOP command every 2 s on each, for SECONDS; prints how many got a
+  idle N SECONDS [STOP]
+                      open N connections, read each greeting, then send one byte of a
+                      NOOP command every 2 s on each, for SECONDS or until the file STOP
+                      exists; prints how many got a
                       220 greeting, how many replies to the NOOPs and how many were
                       closed by the server (with the last line each of those saw)
 """
 import argparse
+import os
 import selectors
 import socket
 import struct
@@ -156,7 +159,7 @@ def idle(args):
     script = b"NOOP\r\n"
     end = time.time() + args.seconds
     next_byte = time.time() + 2
-    while time.time() < end:
+    while time.time() < end and not (args.stop and os.path.exists(args.stop)):
         for key, _ in sel.select(timeout=0.2):
             c = key.data
             try:
@@ -222,6 +225,7 @@ def main():
             many_rcpt(args)
         elif args.mode == "idle":
             args.n, args.seconds = int(args.rest[0]), float(args.rest[1])
+            args.stop = args.rest[2] if len(args.rest) > 2 else None
             idle(args)
         else:
             sys.exit("unknown mode " + args.mode)

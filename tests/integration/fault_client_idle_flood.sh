@@ -1,7 +1,9 @@
 #!/bin/bash
 # fault_client_idle_flood: 300 slow clients (one python3 process, 300 connections, each
-# sending one byte of a NOOP every 2 s) keep the daemon busy for 25 s; meanwhile swaks
-# submits an ordinary message, which is accepted within its 30 s timeout and delivered.
+# sending one byte of a NOOP every 2 s) keep the daemon busy; meanwhile swaks submits an
+# ordinary message, which is accepted within its 20 s timeout and delivered.  The flood
+# goes on for at least 16 s (so that each slow NOOP, 6 bytes in 12 s, gets answered) and
+# at most 50 s.
 # Every slow connection got a greeting (or was refused with a clear reply, should a
 # connection limit apply); the daemon is alive afterwards.
 . "$(dirname "$0")/lab.sh"
@@ -19,7 +21,7 @@ LABX_CONF="$LAB_DIR/dualrelay.conf"
 lab_conf_write "$LABX_CONF"
 lab_daemon_start "$LABX_CONF"
 
-lab_relay python3 "$DR_SRCDIR/tests/integration/fault_client.py" idle 300 25 \
+lab_relay python3 "$DR_SRCDIR/tests/integration/fault_client.py" idle 300 50 "$LAB_DIR/idle.stop" \
 	>"$LAB_DIR/idle.out" 2>&1 &
 idle_pid=$!
 LAB_PIDS="$LAB_PIDS $idle_pid"
@@ -29,6 +31,9 @@ start=$(date +%s)
 labx_swaks_ok "during the idle flood" ok@fault.example fault 1
 lab_log "ordinary message accepted and delivered in $(( $(date +%s) - start )) s"
 kill -0 "$idle_pid" || lab_fail "the slow clients ended before the message went through"
+flood_long_enough() { [ $(( $(date +%s) - start )) -ge 16 ]; }
+wait_for 20 flood_long_enough
+touch "$LAB_DIR/idle.stop"
 lab_wait_pid "$idle_pid" 60 || lab_fail "the slow clients did not finish"
 lab_forget_pid "$idle_pid"
 cat "$LAB_DIR/idle.out" >&2

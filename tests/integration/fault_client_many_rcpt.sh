@@ -45,7 +45,7 @@ wait_for 45 all_sent ||
 	lab_fail "$(grep -Ec -- "$q: to=<.*status=sent " "$LAB_LOG") of 1000 recipients sent within 45 s"
 labq_wait_queue_empty 10 || lab_fail "the queue is not empty"
 lab_log "smtp-sink got $(lab_sink_count many) transactions, $(labx_smtp_sink_rcpts many) recipients"
-dups=$(cat $(lab_sink_files many) | sed -n 's/^X-Rcpt-Args: //p' | sort | uniq -d | head -n3)
+dups=$(lab_sink_files many | xargs cat | sed -n 's/^X-Rcpt-Args: //p' | sort | uniq -d | head -n3)
 [ -z "$dups" ] || lab_fail "recipients received twice: $dups"
 labx_check_no_loss "$(labx_smtp_sink_rcpts many)"
 lab_pass

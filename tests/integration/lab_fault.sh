@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lab_fault.sh: additions to lab.sh for the fault-injection tests (fault_*.sh).  Sourced
 # after lab.sh, lab_family.sh and lab_queue.sh; uses their variables and functions.
 #
