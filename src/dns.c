@@ -366,7 +366,14 @@ dns_answer_from_ares_error(struct dns_answer *a, int status, const unsigned char
 		dns_answer_fail(a, DNS_TEMPFAIL, "DNS query timed out");
 		break;
 	case ARES_ECONNREFUSED:
-		dns_answer_fail(a, DNS_TEMPFAIL, "DNS server unreachable (connection refused)");
+		/*
+		 * c-ares 1.18 also ends here when every server answered SERVFAIL, REFUSED
+		 * or NOTIMP: it drops such answers, tries the next server and then reports
+		 * the query's initial status (later versions record ARES_ESERVFAIL). So do
+		 * not claim the server was unreachable. fault_dns_servfail runs into this.
+		 */
+		dns_answer_fail(a, DNS_TEMPFAIL, "no DNS server answered (connection refused, "
+		    "SERVFAIL or REFUSED)");
 		break;
 	case ARES_EBADRESP:
 	case ARES_EFORMERR:

@@ -89,6 +89,7 @@ struct dead_dest {
 	char *domain;            /* owned */
 	time_t until;
 	char *why;               /* owned: the failure that made it dead */
+	char dsn[sizeof(((struct delivery_result *)0)->dsn)]; /* that failure's status (4.4.x) */
 };
 
 struct queue {
@@ -565,6 +566,7 @@ dead_update(struct queue *q, const char *domain, const struct delivery_result *r
 	}
 	free(dd->why);
 	dd->why = xstrdup(res[0].reason ? res[0].reason : "unreachable");
+	dr_strlcpy(dd->dsn, res[0].dsn, sizeof(dd->dsn));
 	dd->until = queue_time() + (q->conf->queue.retry_min_s ? q->conf->queue.retry_min_s : 1);
 }
 
@@ -620,7 +622,11 @@ job_suspend(struct queue *q, struct queue_job *j, const struct dead_dest *dd)
 	for (size_t i = 0; i < j->nrcpts; i++) {
 		res[i].index = j->rcpts[i];
 		res[i].state = RCPT_DEFERRED;
-		dr_strlcpy(res[i].dsn, "4.4.1", sizeof(res[i].dsn));
+		/*
+		 * The status of the failure that made the destination dead, as Postfix keeps
+		 * it: a DNS failure stays 4.4.3, not a connection failure's 4.4.1.
+		 */
+		dr_strlcpy(res[i].dsn, dd->dsn, sizeof(res[i].dsn));
 		res[i].reason = xasprintf("delivery temporarily suspended: %s", dd->why);
 		dr_strlcpy(res[i].relay, "none", sizeof(res[i].relay));
 		res[i].family = AF_UNSPEC;

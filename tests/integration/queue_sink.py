@@ -11,6 +11,15 @@ this one can. It accepts mail like an MX, with these knobs:
   --gate PATH           hold every greeting until the file PATH exists (a test can let
                         a backlog build up, then open the gate).
 
+Faults no real server produces on demand (the fault_*.sh tests), each for every session:
+  --greeting REPLY      greet with REPLY (e.g. "421 4.3.2 try later") and close.
+  --silent              accept the connection and never say anything; read and discard
+                        whatever comes until the client closes.
+  --drop-in-data N      close the connection, without a reply, once N octets of the DATA
+                        section have arrived (the message is not stored).
+Each is noted in DIR/log: "session=K greeting=421", "session=K silent closed",
+"session=K dropped in DATA after N octets".
+
 Every accepted message is stored as DIR/N.eml (dot-unstuffed, CR LF line ends, exactly as
 it came) with its envelope in DIR/N.json ({"mail": "<a@b>", "mail_args": "...",
 "rcpts": ["<c@d>"], "helo": ..., "peer": ..., "session": K}); the .eml appears last, by
@@ -101,12 +110,17 @@ class Session:
 
     async def data(self):
         lines = []
+        octets = 0
         while True:
             line = await self.reader.readline()
             if not line:
                 return None
             if line == b".\r\n":
                 return b"".join(lines)
+            octets += len(line)
+            if self.args.drop_in_data and octets >= self.args.drop_in_data:
+                self.log("dropped in DATA after %d octets" % octets)
+                return None
             if line.startswith(b"."):
                 line = line[1:]          # RFC 5321 4.5.2 dot-unstuffing
             lines.append(line)
@@ -178,6 +192,15 @@ class Session:
     async def run(self):
         while self.args.gate and not os.path.exists(self.args.gate):
             await asyncio.sleep(0.02)
+        if self.args.silent:
+            while await self.reader.read(4096):
+                pass
+            self.log("silent closed")
+            return
+        if self.args.greeting:
+            self.log("greeting=%s" % self.args.greeting[:3])
+            await self.send(self.args.greeting + "\r\n")
+            return
         await self.send("220 %s ESMTP queue_sink\r\n" % self.args.name)
         while True:
             line = await self.reader.readline()
@@ -210,6 +233,9 @@ async def main():
     p.add_argument("--reject", action="append", default=[])
     p.add_argument("--data-delay", type=float, default=0)
     p.add_argument("--gate")
+    p.add_argument("--greeting")
+    p.add_argument("--silent", action="store_true")
+    p.add_argument("--drop-in-data", type=int, default=0)
     p.add_argument("addrs", nargs="+")
     args = p.parse_args()
     args.rejects = {}
@@ -217,6 +243,11 @@ async def main():
         addr, reply = r.split("=", 1)
         args.rejects[addr.lower()] = reply
     os.makedirs(args.dir, exist_ok=True)
+    # A sink restarted on the same directory (an MX that "recovers") numbers on, so the
+    # messages it got before are kept.
+    global MESSAGES
+    done = [int(f[:-4]) for f in os.listdir(args.dir) if re.fullmatch(r"[0-9]+\.eml", f)]
+    MESSAGES = itertools.count(max(done, default=0) + 1)
     note_sessions(args)
     servers = [await asyncio.start_server(lambda r, w: handle(args, r, w), a, 25,
                                           reuse_address=True) for a in args.addrs]
