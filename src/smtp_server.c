@@ -1320,7 +1320,8 @@ session_proxy_input(struct smtp_session *s)
 		snprintf(via, sizeof(via), " via proxy %s (PROXY v%u)", s->peer_name, h.version);
 		session_set_peer(s, &h.src);
 		/* The per-address limit, which the accept could not apply (this one counts). */
-		if (limit > 0 && (from = server_sessions_from(s->srv, &s->peer)) > limit) {
+		if (limit > 0 && !s->relay_ok &&
+		    (from = server_sessions_from(s->srv, &s->peer)) > limit) {
 			log_warn("connect from %s%s refused: %u connections from that address "
 			    "(max_connections_per_ip %u)", s->peer_name, via, from - 1, limit);
 			session_reply(s, "421 4.7.0 Too many connections from your address, try "
@@ -1766,7 +1767,9 @@ server_sessions_from(const struct smtp_server *srv, const struct netaddr *peer)
 }
 
 /*
- * Refuses a connection over max_connections or max_connections_per_ip: one 421 line
+ * Refuses a connection over max_connections or max_connections_per_ip (which, as
+ * Postfix's smtpd_client_event_limit_exceptions, spares relay_networks: the local MTA
+ * or application relaying through us is not a flood): one 421 line
  * written straight to the new socket (its send buffer is empty, so a non-blocking
  * send of a few bytes does not fail for want of room), then close. No session, no
  * buffers: a flood of connections costs a log line each and nothing that lasts.
@@ -1787,7 +1790,7 @@ server_refuse_over_limit(struct smtp_server *srv, evutil_socket_t fd,
 	if (srv->nsessions >= c->max_connections) {
 		reply = "421 4.7.0 Too many connections, try again later\r\n";
 	} else if (per_ip && c->max_connections_per_ip > 0 &&
-	    (from_peer = server_sessions_from(srv, &peer)) >= c->max_connections_per_ip) {
+	    !session_relay_allowed(c, &peer) && (from_peer = server_sessions_from(srv, &peer)) >= c->max_connections_per_ip) {
 		reply = "421 4.7.0 Too many connections from your address, try again later\r\n";
 	} else
 		return false;

@@ -600,6 +600,9 @@ conf_suite(void)
 	TCase *tc = tcase_create("conf");
 	TCase *tr = tcase_create("route");
 
+	/* Each load reads the system CA store per TLS transport: slow under ASan. */
+	tcase_set_timeout(tc, 120);
+
 	tcase_add_test(tc, test_example_loads);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_defaults);
