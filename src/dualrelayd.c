@@ -62,6 +62,7 @@ struct daemon {
 	struct event *sig_term, *sig_int, *sig_hup, *shutdown_tick;
 	uint64_t shutdown_deadline;
 	bool drop;                   /* started as root: become ids once set up */
+	bool stay_root;              /* -R: development runs as root, no user set */
 	struct privdrop_ids ids;
 };
 
@@ -69,7 +70,7 @@ static void
 usage(FILE *out)
 {
 	fprintf(out,
-	    "usage: dualrelayd [-fnhkKV] [-c config] [-r domain]\n"
+	    "usage: dualrelayd [-fnhkKRV] [-c config] [-r domain]\n"
 	    "  -c FILE  configuration file (default " SYSCONFDIR "/dualrelay.conf)\n"
 	    "  -f       stay in the foreground and log to stderr\n"
 	    "  -n       check the configuration and exit (0 when valid, 1 with the errors);\n"
@@ -78,6 +79,8 @@ usage(FILE *out)
 	    "  -K       the same, and check each against the record published in DNS\n"
 	    "           (exit 1 when one is missing or differs)\n"
 	    "  -r DOMAIN  explain how mail to DOMAIN would be routed now, and exit\n"
+	    "  -R       started as root without user in the configuration: stay root\n"
+	    "           (development only; make run uses it)\n"
 	    "  -V       print the version and exit\n");
 }
 
@@ -283,6 +286,12 @@ daemon_plan_identity(struct daemon *d)
 		if (pw != NULL && pw->pw_uid != geteuid())
 			fprintf(stderr, "warning: %s: not started as root: user \"%s\" ignored, "
 			    "running as uid %u\n", d->conf_path, c->user, (unsigned)geteuid());
+		return 0;
+	}
+	if (c->user == NULL && d->stay_root) {
+		/* make run from a checkout under /root: no other account could reach it. */
+		fprintf(stderr, "warning: %s: running as root (-R): for development only; set "
+		    "user for anything else\n", d->conf_path);
 		return 0;
 	}
 	if (c->user == NULL) {
@@ -599,7 +608,7 @@ main(int argc, char **argv)
 	const char *route_domain = NULL;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "c:fnhkKr:V")) != -1) {
+	while ((ch = getopt(argc, argv, "c:fnhkKRr:V")) != -1) {
 		switch (ch) {
 		case 'c':
 			d.conf_path = optarg;
@@ -618,6 +627,9 @@ main(int argc, char **argv)
 			break;
 		case 'r':
 			route_domain = optarg;
+			break;
+		case 'R':
+			d.stay_root = true;
 			break;
 		case 'V':
 			printf("dualrelayd %s\n", PACKAGE_VERSION);

@@ -115,8 +115,14 @@ tls_ctx_new(const char *ca_file, int min_version, char **err)
 			SSL_CTX_free(ctx);
 			return NULL;
 		}
-	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-		/* No system store: nothing verifies, which only "verify" cares about. */
+	} else if (SSL_CTX_set_default_verify_dir(ctx) != 1) {
+		/*
+		 * The system store as a hashed directory (/etc/ssl/certs, or SSL_CERT_DIR),
+		 * read certificate by certificate when a chain needs one: loading the whole
+		 * bundle file eagerly, as SSL_CTX_set_default_verify_paths does, costs about
+		 * 4 MiB of memory per transport. No system store: nothing verifies, which
+		 * only "verify" cares about.
+		 */
 		tls_queue_text(why, sizeof(why));
 		log_warn("tls: cannot load the default CA store: %s", why);
 	}
