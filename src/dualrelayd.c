@@ -23,6 +23,7 @@
 
 #include <event2/event.h>
 
+#include "auth_verify.h"
 #include "conf.h"
 #include "conncache.h"
 #include "control.h"
@@ -51,6 +52,7 @@ struct daemon {
 	struct dns *dns;
 	struct spool *spool;
 	struct spool_committer *committer; /* group commit of accepted messages */
+	struct auth_verifier *verifier; /* AUTH password checks off the event loop */
 	struct health *health;
 	struct stats stats;
 	struct conncache *cache;
@@ -381,8 +383,15 @@ daemon_start(struct daemon *d, bool foreground)
 	d->queue = queue_new(&deps, c);
 	if (queue_recover(d->queue) < 0)
 		return -1;
+	/* Always started: a reload may add users_file. */
+	d->verifier = auth_verifier_new(d->base);
+	if (d->verifier == NULL) {
+		log_error("cannot start the password check thread: %s", strerror(errno));
+		return -1;
+	}
 	d->server = smtp_server_new(d->base, c, d->spool, on_message, d->queue);
 	smtp_server_set_committer(d->server, d->committer);
+	smtp_server_set_auth_verifier(d->server, d->verifier);
 	if (smtp_server_listen(d->server) < 0)
 		return -1;
 	struct control_deps cd = {
@@ -423,6 +432,8 @@ daemon_stop(struct daemon *d)
 	control_free(d->control);
 	if (d->server)
 		smtp_server_free(d->server);
+	/* After the server: its sessions have cancelled their checks. */
+	auth_verifier_free(d->verifier);
 	if (d->committer) {
 		unsigned long commits, batches;
 		spool_committer_counts(d->committer, &commits, &batches);

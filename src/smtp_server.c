@@ -23,8 +23,9 @@
  * socket; input the client sent after STARTTLS, before the handshake, is discarded
  * (RFC 3207 6, the CVE-2011-0411 class of bug), and the session starts again as
  * before EHLO. AUTH (RFC 4954) PLAIN and LOGIN are offered only over TLS, checked
- * against the conf's users (users.h); failures are answered after a delay (an event
- * timer, reading stops meanwhile) and end the session after a few. A client may relay
+ * against the conf's users (users.h) on the verifier's thread (auth_verify.h; nothing is
+ * read while the check runs); failures are answered after a delay (an event timer,
+ * reading stops meanwhile) and end the session after a few. A client may relay
  * when its address is in relay_networks or once it has authenticated.
  *
  * Sessions are never freed under a running bufferevent callback: closing marks the
@@ -61,6 +62,7 @@
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
+#include "auth_verify.h"
 #include "conf.h"
 #include "dkim.h"
 #include "envelope.h"
@@ -170,6 +172,10 @@ struct smtp_session {
 	char *auth_login_user;        /* owned; LOGIN's user name between its two steps */
 	unsigned auth_failures;       /* failed AUTH attempts (SMTP_SERVER_AUTH_MAX_FAILURES) */
 	bool auth_delayed;            /* the reply to a failed AUTH is being held back */
+	bool auth_checking;           /* a password check is in flight: nothing is read */
+	struct auth_verify_req *auth_req; /* that check; cancelled if the session ends first */
+	char *auth_check_user;        /* owned; the user name being checked */
+	bool auth_check_known;        /* it is in users_file (else the hash was a dummy) */
 	struct event *auth_delay_ev;  /* owned; sends that reply */
 
 	struct netaddr peer;          /* client address (IPv4-mapped made plain IPv4) */
@@ -203,6 +209,7 @@ struct smtp_server {
 	struct conf *conf;            /* reference; new sessions take their own */
 	struct spool *spool;          /* borrowed */
 	struct spool_committer *committer; /* borrowed; NULL: commits are synchronous */
+	struct auth_verifier *verifier; /* borrowed; NULL: passwords are checked at once */
 	smtp_server_message_cb cb;    /* receives committed envelopes */
 	void *cb_arg;
 	struct evconnlistener **listeners; /* owned, one per conf->listen entry */
@@ -954,14 +961,46 @@ session_auth_delay_cb(evutil_socket_t fd, short what, void *arg)
 	session_process(s);
 }
 
-/* Checks a user name and password; the caller wipes pass. */
+/* The answer of the password check (auth_verify.h); the session still exists. */
+static void
+session_auth_checked(bool match, void *arg)
+{
+	struct smtp_session *s = arg;
+	char *user = s->auth_check_user;
+	bool ok = match && s->auth_check_known;
+
+	s->auth_req = NULL;
+	s->auth_check_user = NULL;
+	s->auth_checking = false;
+	if (s->state != SESSION_CLOSING) {
+		if (ok)
+			session_auth_ok(s, user);
+		else
+			session_auth_failed(s, user, "bad user name or password");
+	}
+	free(user);
+	if (s->state == SESSION_CLOSING || s->auth_delayed)
+		return;
+	if (!s->paused)
+		bufferevent_enable(s->bev, EV_READ);
+	/* Inside session_process when the check was synchronous: it carries on itself. */
+	if (!s->processing)
+		session_process(s);
+}
+
+/*
+ * Checks a user name and password; the caller wipes pass (auth_verify wipes its copy).
+ * An unknown user's password is checked against a dummy hash: the same cost.
+ */
 static void
 session_auth_check(struct smtp_session *s, const char *user, const char *pass)
 {
-	if (users_verify(s->conf->users, user, pass))
-		session_auth_ok(s, user);
-	else
-		session_auth_failed(s, user, "bad user name or password");
+	const char *hash = users_hash(s->conf->users, user, &s->auth_check_known);
+
+	s->auth_check_user = xstrdup(user);
+	s->auth_checking = true;
+	bufferevent_disable(s->bev, EV_READ);
+	s->auth_req = auth_verify(s->srv->verifier, hash, pass, session_auth_checked, s);
 }
 
 static void
@@ -1356,8 +1395,11 @@ session_process_input(struct smtp_session *s, struct evbuffer *out)
 	while (s->state != SESSION_CLOSING && s->state != SESSION_COMMIT) {
 		bool more;
 
-		/* Waiting for the switch to TLS, or holding back the reply to a failed AUTH. */
-		if (s->tls_pending || s->auth_delayed || s->tls_handshake)
+		/*
+		 * Waiting for the switch to TLS, for a password check, or holding back the
+		 * reply to a failed AUTH.
+		 */
+		if (s->tls_pending || s->auth_checking || s->auth_delayed || s->tls_handshake)
 			return;
 		if (s->errors >= s->conf->max_errors) {
 			log_info("too many errors after %s from %s",
@@ -1430,6 +1472,8 @@ session_free(struct smtp_session *s)
 		spool_writer_abort(s->writer);
 	if (s->commit != NULL)
 		s->commit->s = NULL; /* the commit completes without us */
+	auth_verify_cancel(s->auth_req); /* its callback would find us gone */
+	free(s->auth_check_user);
 	dkim_signer_free(s->dkim);
 	envelope_free(s->env);
 	free(s->helo);
@@ -1563,7 +1607,7 @@ session_write_cb(struct bufferevent *bev, void *arg)
 		session_start_tls(s);
 		return;
 	}
-	if (s->paused && !s->auth_delayed) {
+	if (s->paused && !s->auth_delayed && !s->auth_checking) {
 		s->paused = false;
 		bufferevent_enable(s->bev, EV_READ);
 		session_process(s);
@@ -1967,6 +2011,12 @@ void
 smtp_server_set_committer(struct smtp_server *srv, struct spool_committer *c)
 {
 	srv->committer = c;
+}
+
+void
+smtp_server_set_auth_verifier(struct smtp_server *srv, struct auth_verifier *v)
+{
+	srv->verifier = v;
 }
 
 void

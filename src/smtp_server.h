@@ -51,6 +51,12 @@ void smtp_server_set_conf(struct smtp_server *s, const struct conf *conf);
  */
 struct spool_committer;
 void smtp_server_set_committer(struct smtp_server *s, struct spool_committer *c);
+/*
+ * Checks AUTH passwords on v's thread (auth_verify.h) instead of on the event loop.
+ * v is borrowed and must outlive the server.
+ */
+struct auth_verifier;
+void smtp_server_set_auth_verifier(struct smtp_server *s, struct auth_verifier *v);
 /* Stops accepting new connections (shutdown); sessions in progress continue. */
 void smtp_server_stop_listening(struct smtp_server *s);
 unsigned smtp_server_session_count(const struct smtp_server *s);

@@ -34,4 +34,15 @@ size_t users_count(const struct users *u);
  */
 bool users_verify(const struct users *u, const char *user, const char *pass);
 
+/*
+ * users_verify in two halves, for a check made elsewhere (auth_verify.h: on a worker
+ * thread). users_hash gives the hash to check user's password against: user's own
+ * (borrowed from u), or, when user is unknown (or u is NULL), a dummy that costs the same
+ * to compute and that the caller must not accept even if it matched (*known is false).
+ * users_hash_match hashes pass with hash's salt and parameters (crypt_rn, reentrant)
+ * and compares in constant time; it touches no shared state and wipes its work area.
+ */
+const char *users_hash(const struct users *u, const char *user, bool *known);
+bool users_hash_match(const char *hash, const char *pass);
+
 #endif

@@ -7,6 +7,8 @@
 # wrong password gets 535 5.7.8 (three: 421 4.7.0 and the connection closes, each 535 about
 # 1 s late); AUTH is not offered over plaintext and is refused there with 538 5.7.11; input
 # pipelined after STARTTLS is discarded; a loopback client still relays without AUTH.
+# Password checks run on a worker thread: while 20 clients send wrong passwords together,
+# another client's EHLO and NOOP are each answered within 0.5 s.
 . "$(dirname "$0")/lab.sh"
 . "$(dirname "$0")/lab_family.sh"
 . "$(dirname "$0")/lab_tls.sh"
@@ -104,6 +106,15 @@ labi_client 192.0.2.1 587 "$LAB_DIR/pki/ca.pem" "$LABI_HOST" starttls-injection 
 	>"$LAB_DIR/inject.out" 2>&1 || lab_fail "starttls-injection: $(cat "$LAB_DIR/inject.out")"
 lab_log_has 'discarding 6 bytes sent after STARTTLS before the TLS handshake' ||
 	lab_fail "no log line for the discarded input"
+
+# 5b. The event loop does not wait for password hashes: 20 guessers at once (60 yescrypt
+# checks, 0.05 to 0.1 s each, which on the loop would stall it for 1 s or more a round) while
+# a probe on the plaintext listener gets every EHLO/NOOP answered within 0.5 s.
+labi_client 192.0.2.1 587 "$LAB_DIR/pki/ca.pem" "$LABI_HOST" auth-flood alice 20 \
+	192.0.2.1 2526 >"$LAB_DIR/flood.out" 2>&1 || lab_fail "auth-flood: $(cat "$LAB_DIR/flood.out")"
+cat "$LAB_DIR/flood.out"
+[ "$(grep -c 'SASL PLAIN authentication failed: .*sasl_username=alice (failure 3 of 3)' "$LAB_LOG")" -ge 21 ] ||
+	lab_fail "not every guesser's third failure was logged"
 
 # 6. A loopback client (relay_networks) relays without AUTH, as before.
 lab_send local@client.example one@one.example "$LAB_DIR/msg" ||

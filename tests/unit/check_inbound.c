@@ -1,6 +1,7 @@
 /*
  * check_inbound: unit tests for the inbound TLS/AUTH pieces that need no network:
- * users_file parsing and crypt verification (src/users.c), AUTH argument and response
+ * users_file parsing and crypt verification (src/users.c), the password check thread
+ * (src/auth_verify.c), AUTH argument and response
  * decoding and the relay-trick check (src/smtp_proto.c), and the configuration keys
  * tls_cert, tls_key, listen tls and users_file (src/conf.c), with a certificate and two
  * keys made for these tests only.
@@ -12,8 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
+#include "auth_verify.h"
 #include "conf.h"
 #include "smtp_proto.h"
 #include "users.h"
@@ -72,6 +77,203 @@ START_TEST(test_users_parse_and_verify)
 	ck_assert(!users_verify(u, "nobody", "s3cret"));
 	users_free(u);
 	ck_assert(!users_verify(NULL, "alice", "s3cret"));
+}
+END_TEST
+
+START_TEST(test_users_hash)
+{
+	struct users *u = users_parse("alice:" HASH_Y "\nbob:" HASH_6 "\n", NULL);
+	const char *dummy;
+	bool known = true;
+
+	ck_assert_ptr_nonnull(u);
+	ck_assert_str_eq(users_hash(u, "alice", &known), HASH_Y);
+	ck_assert(known);
+	ck_assert_str_eq(users_hash(u, "bob", &known), HASH_6);
+	ck_assert(known);
+	/* An unknown user gets a real yescrypt hash to check against: the same cost. */
+	dummy = users_hash(u, "nobody", &known);
+	ck_assert(!known);
+	ck_assert(strncmp(dummy, "$y$", 3) == 0);
+	ck_assert(users_hash(NULL, "alice", &known) == dummy && !known);
+	ck_assert(users_hash_match(HASH_Y, "s3cret"));
+	ck_assert(!users_hash_match(HASH_Y, "hunter2"));
+	ck_assert(users_hash_match(HASH_6, "hunter2"));
+	ck_assert(!users_hash_match("$y$garbage", "s3cret"));
+	users_free(u);
+}
+END_TEST
+
+/* ---- the password check thread (auth_verify) ---------------------------------- */
+
+struct verify_case {
+	const char *hash;
+	const char *pass;
+	bool want;
+	int calls;       /* callbacks received */
+	bool match;      /* what the last one said */
+};
+
+struct verify_run {
+	struct event_base *base;
+	int left;        /* callbacks still expected; the loop stops at 0 */
+};
+
+static struct verify_run verify_run;
+
+static void
+verify_cb(bool match, void *arg)
+{
+	struct verify_case *c = arg;
+
+	c->calls++;
+	c->match = match;
+	if (--verify_run.left == 0)
+		event_base_loopbreak(verify_run.base);
+}
+
+static void
+verify_guard_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	event_base_loopbreak(arg);
+}
+
+/* Runs the loop until left callbacks came, or a generous deadline (slow sanitizer builds). */
+static void
+verify_wait(struct event_base *base, int left)
+{
+	struct timeval deadline = { .tv_sec = 45 };
+	struct event *guard = evtimer_new(base, verify_guard_cb, base);
+
+	verify_run.base = base;
+	verify_run.left = left;
+	evtimer_add(guard, &deadline);
+	event_base_dispatch(base);
+	event_free(guard);
+	ck_assert_int_eq(verify_run.left, 0);
+}
+
+START_TEST(test_verifier_inflight)
+{
+	struct event_base *base = event_base_new();
+	struct auth_verifier *v = auth_verifier_new(base);
+	bool known;
+	struct verify_case cases[] = {
+		{ HASH_Y, "s3cret", true, 0, false },
+		{ HASH_Y, "hunter2", false, 0, false },
+		{ HASH_6, "hunter2", true, 0, false },
+		{ HASH_6, "", false, 0, false },
+		{ NULL, "s3cret", false, 0, false },  /* the unknown user's dummy */
+		{ HASH_Y, "s3cret", true, 0, false },
+	};
+	size_t n = sizeof(cases) / sizeof(cases[0]);
+
+	ck_assert_ptr_nonnull(v);
+	cases[4].hash = users_hash(NULL, "nobody", &known);
+	for (size_t i = 0; i < n; i++) {
+		char pass[64];
+
+		/* The verifier keeps its own copy: the caller wipes its buffer at once. */
+		snprintf(pass, sizeof(pass), "%s", cases[i].pass);
+		ck_assert_ptr_nonnull(auth_verify(v, cases[i].hash, pass, verify_cb, &cases[i]));
+		memset(pass, 'x', sizeof(pass));
+	}
+	/* Never called back from inside auth_verify. */
+	for (size_t i = 0; i < n; i++)
+		ck_assert_int_eq(cases[i].calls, 0);
+	verify_wait(base, (int)n);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_msg(cases[i].calls == 1, "case %zu: %d calls", i, cases[i].calls);
+		ck_assert_msg(cases[i].match == cases[i].want, "case %zu", i);
+	}
+	auth_verifier_free(v);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(test_verifier_cancel)
+{
+	struct event_base *base = event_base_new();
+	struct auth_verifier *v = auth_verifier_new(base);
+	struct verify_case a = { HASH_Y, "s3cret", true, 0, false };
+	struct verify_case b = { HASH_Y, "s3cret", true, 0, false };
+	struct verify_case c = { HASH_6, "hunter2", true, 0, false };
+	struct verify_case d = { HASH_Y, "s3cret", true, 0, false };
+	struct auth_verify_req *ra, *rb;
+	struct timespec pause = { .tv_nsec = 300 * 1000 * 1000 };
+
+	ck_assert_ptr_nonnull(v);
+	ra = auth_verify(v, a.hash, a.pass, verify_cb, &a);
+	rb = auth_verify(v, b.hash, b.pass, verify_cb, &b);
+	auth_verify_cancel(rb);  /* still waiting its turn: skipped */
+	auth_verify(v, c.hash, c.pass, verify_cb, &c);
+	nanosleep(&pause, NULL);
+	auth_verify_cancel(ra);  /* being hashed or done, not yet delivered */
+	auth_verify_cancel(NULL);
+	auth_verify(v, d.hash, d.pass, verify_cb, &d);
+	/* In order: once d has answered, a and b have been through and dropped. */
+	verify_wait(base, 2);
+	ck_assert_int_eq(a.calls, 0);
+	ck_assert_int_eq(b.calls, 0);
+	ck_assert_int_eq(c.calls, 1);
+	ck_assert(c.match);
+	ck_assert_int_eq(d.calls, 1);
+	ck_assert(d.match);
+	auth_verifier_free(v);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(test_verifier_free_inflight)
+{
+	struct event_base *base = event_base_new();
+	struct auth_verifier *v = auth_verifier_new(base);
+	struct verify_case cases[4] = {
+		{ HASH_Y, "s3cret", true, 0, false },
+		{ HASH_6, "hunter2", true, 0, false },
+		{ HASH_Y, "nope", false, 0, false },
+		{ HASH_Y, "s3cret", true, 0, false },
+	};
+	struct timespec pause = { .tv_nsec = 400 * 1000 * 1000 };
+
+	ck_assert_ptr_nonnull(v);
+	for (size_t i = 0; i < 4; i++)
+		auth_verify(v, cases[i].hash, cases[i].pass, verify_cb, &cases[i]);
+	/* Some done (undelivered), one being hashed, some waiting: none may call back. */
+	nanosleep(&pause, NULL);
+	auth_verifier_free(v);
+	for (size_t i = 0; i < 4; i++)
+		ck_assert_int_eq(cases[i].calls, 0);
+	/* Nothing of it is left on the loop. */
+	ck_assert_int_eq(event_base_loop(base, EVLOOP_NONBLOCK), 1);
+
+	/* And a verifier freed at once, before its thread took anything. */
+	v = auth_verifier_new(base);
+	for (size_t i = 0; i < 4; i++)
+		auth_verify(v, cases[i].hash, cases[i].pass, verify_cb, &cases[i]);
+	auth_verifier_free(v);
+	for (size_t i = 0; i < 4; i++)
+		ck_assert_int_eq(cases[i].calls, 0);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(test_verifier_null)
+{
+	struct verify_case c = { HASH_6, "hunter2", true, 0, false };
+	struct verify_case w = { HASH_6, "hunter3", false, 0, false };
+
+	verify_run.left = 2;
+	verify_run.base = NULL;
+	/* No verifier: checked at once, the callback has run when auth_verify returns. */
+	ck_assert_ptr_null(auth_verify(NULL, c.hash, c.pass, verify_cb, &c));
+	ck_assert_int_eq(c.calls, 1);
+	ck_assert(c.match);
+	ck_assert_ptr_null(auth_verify(NULL, w.hash, w.pass, verify_cb, &w));
+	ck_assert_int_eq(w.calls, 1);
+	ck_assert(!w.match);
 }
 END_TEST
 
@@ -443,6 +645,7 @@ inbound_suite(void)
 	TCase *tu = tcase_create("users");
 	TCase *ta = tcase_create("auth");
 	TCase *tr = tcase_create("relay");
+	TCase *tv = tcase_create("verifier");
 	TCase *tc = tcase_create("conf");
 
 	tcase_set_timeout(tu, 30);  /* yescrypt is slow on purpose */
@@ -450,7 +653,15 @@ inbound_suite(void)
 	tcase_add_loop_test(tu, test_users_bad, 0,
 	    (int)(sizeof(users_bad) / sizeof(users_bad[0])));
 	tcase_add_test(tu, test_users_load_missing);
+	tcase_add_test(tu, test_users_hash);
 	suite_add_tcase(s, tu);
+
+	tcase_set_timeout(tv, 60);
+	tcase_add_test(tv, test_verifier_inflight);
+	tcase_add_test(tv, test_verifier_cancel);
+	tcase_add_test(tv, test_verifier_free_inflight);
+	tcase_add_test(tv, test_verifier_null);
+	suite_add_tcase(s, tv);
 
 	tcase_add_test(ta, test_base64);
 	tcase_add_test(ta, test_parse_auth);
