@@ -12,8 +12,10 @@
  * by one function, session_process, that consumes the input buffer in order: command
  * lines in the command states, the transparent DATA stream (smtp_data_decode) in
  * SESSION_DATA. Replies are appended to the output buffer in the order the commands
- * arrived, so RFC 2920 pipelining needs nothing special; the spool commit is
- * synchronous, so no later command is looked at before the reply to DATA is written.
+ * arrived, so RFC 2920 pipelining needs nothing special. After DATA the session waits
+ * in SESSION_COMMIT, reading nothing, while the group commit (spool_commit.h) makes the
+ * message durable: no later command is looked at before the reply to DATA is written.
+ * Password checks likewise run on a worker thread (auth_verify.h) while input waits.
  * When a client pipelines faster than it reads replies, reading pauses until the
  * output drains.
  *
