@@ -286,8 +286,9 @@ cmd_stats(struct control_conn *cc)
 	    s->received);
 	for (int f = 0; f < STATS_NFAMILIES; f++)
 		evbuffer_add_printf(b, "%s delivered %lu deferred %lu bounced %lu connect_failed %lu "
-		    "connect_timeout %lu family_rejected %lu\n", fam[f], s->delivered[f], s->deferred[f],
-		    s->bounced[f], s->connect_failed[f], s->connect_timeout[f], s->family_rejected[f]);
+		    "connect_timeout %lu family_rejected %lu tls_failed %lu\n", fam[f], s->delivered[f],
+		    s->deferred[f], s->bounced[f], s->connect_failed[f], s->connect_timeout[f],
+		    s->family_rejected[f], s->tls_failed[f]);
 	evbuffer_add_printf(b, "fallback_tcp %lu\nfallback_smtp %lu\nbounces_sent %lu\n",
 	    s->fallback_tcp, s->fallback_smtp, s->bounces_sent);
 	evbuffer_add_printf(b, "connections %u\nqueue_messages %zu\nqueue_held %zu\n"

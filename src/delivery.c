@@ -597,6 +597,9 @@ on_session(struct smtp_client *c, const struct smtp_client_result *r, void *arg)
 		    d->cur_tls, xstrdup(r->error_text ? r->error_text : "lost connection"));
 	}
 	log_info("%s: %s (%s)", d->env->id, d->last_error, family_name(netaddr_family(&t->addr)));
+	/* A failed handshake, or a certificate "verify" refused (4.7.5). */
+	if (d->denv.stats != NULL && (r->tls_failed || strcmp(r->dsn, "4.7.5") == 0))
+		d->denv.stats->tls_failed[stats_family(netaddr_family(&t->addr))]++;
 
 	if (r->tls_failed && d->transport->tls == TLS_POLICY_MAY && !d->target_plain[d->current]) {
 		/* Opportunistic TLS must not cost the delivery: try again without it. */

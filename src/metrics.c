@@ -83,6 +83,10 @@ metrics_format(const struct metrics_sample *s, time_t now, struct evbuffer *out)
 		    family_label[f], st->connect_timeout[f]);
 	}
 
+	per_family(out, "dualrelay_tls_failures_total",
+	    "Outbound STARTTLS handshakes that failed (or certificates refused by \"verify\").",
+	    st->tls_failed);
+
 	per_family(out, "dualrelay_family_rejections_total",
 	    "SMTP rejections that blame the sending address (PTR, SPF, IPv6 policy).",
 	    st->family_rejected);

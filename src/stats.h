@@ -18,6 +18,7 @@ struct stats {
 	unsigned long connect_failed[STATS_NFAMILIES];  /* refused, unreachable */
 	unsigned long connect_timeout[STATS_NFAMILIES]; /* no answer */
 	unsigned long family_rejected[STATS_NFAMILIES]; /* rejections blaming our address */
+	unsigned long tls_failed[STATS_NFAMILIES];   /* STARTTLS handshakes that failed */
 	unsigned long fallback_tcp;   /* sessions won by a family other than the first tried */
 	unsigned long fallback_smtp;  /* SMTP-level family fallbacks started */
 	unsigned long bounces_sent;   /* DSNs queued */

@@ -83,4 +83,9 @@ lab_log "$(labt_status_line "$LAB_QID" "$enc")"
 	lab_fail "the encrypt transport retried in plaintext"
 sleep 2
 [ "$(labt_mailbox_count rx)" -eq 1 ] || lab_fail "the encrypt transport's message reached the receiver"
+# Both failed handshakes (may, then encrypt) are counted, per family (stats and metrics).
+stats=$(lab_relay "$DR_BUILDDIR/src/dualrelayctl" -c "$LAB_DIR/dualrelay.conf" stats 2>&1) ||
+	lab_fail "dualrelayctl stats: $stats"
+n=$(echo "$stats" | sed -n 's/^ipv4 .* tls_failed \([0-9]*\).*/\1/p')
+[ "${n:-0}" -ge 2 ] || lab_fail "ipv4 tls_failed is ${n:-missing}, expected 2 or more: $stats"
 lab_pass

@@ -33,6 +33,7 @@ sample(void)
 	s.stats.connect_failed[STATS_IPV6] = 6;
 	s.stats.connect_timeout[STATS_IPV4] = 8;
 	s.stats.family_rejected[STATS_IPV6] = 9;
+	s.stats.tls_failed[STATS_IPV4] = 14;
 	s.stats.fallback_tcp = 10;
 	s.stats.fallback_smtp = 11;
 	s.stats.bounces_sent = 12;
@@ -75,6 +76,8 @@ START_TEST(test_values)
 	char *t = render(&s, 1700000042);
 	static const char *const want[] = {
 		"dualrelay_messages_received_total 7",
+		"dualrelay_tls_failures_total{family=\"ipv4\"} 14",
+		"dualrelay_tls_failures_total{family=\"ipv6\"} 0",
 		"dualrelay_recipients_total{family=\"ipv4\",outcome=\"sent\"} 3",
 		"dualrelay_recipients_total{family=\"ipv6\",outcome=\"sent\"} 2",
 		"dualrelay_recipients_total{family=\"none\",outcome=\"sent\"} 0",
@@ -162,8 +165,8 @@ START_TEST(test_format_rules)
 		    value[1] != '\0', "value of %s", line);
 		samples++;
 	}
-	/* 1 + 9 + 6 + 3 + 2 + 1 + 1 + 1 + 1 + 1 + 1 */
-	ck_assert_int_eq(samples, 27);
+	/* 1 + 9 + 6 + 3 (tls) + 3 + 2 + 1 + 1 + 1 + 1 + 1 + 1 */
+	ck_assert_int_eq(samples, 30);
 	free(t);
 }
 END_TEST
