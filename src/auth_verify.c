@@ -19,9 +19,7 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +31,7 @@
 #include "auth_verify.h"
 #include "users.h"
 #include "util.h"
+#include "worker.h"
 
 struct auth_verify_req {
 	struct auth_verify_req *next;
@@ -51,8 +50,7 @@ struct req_list {
 };
 
 struct auth_verifier {
-	struct event *wake_ev;     /* owned; reads wake[0] on the loop thread */
-	int wake[2];               /* the worker writes a byte per finished check */
+	struct worker_wake wake;   /* the worker signals each finished check */
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t more;       /* todo has requests, or stopping */
@@ -150,24 +148,18 @@ verify_thread(void *arg)
 		pthread_mutex_lock(&v->lock);
 		req_list_append(&v->done, r);
 		pthread_mutex_unlock(&v->lock);
-		/* A full pipe already holds a wake-up: losing this byte loses nothing. */
-		while (write(v->wake[1], "", 1) < 0 && errno == EINTR)
-			;
+		worker_wake_signal(&v->wake);
 	}
 }
 
 /* ---- the event loop thread ---- */
 
 static void
-on_wake(evutil_socket_t fd, short what, void *arg)
+on_wake(void *arg)
 {
 	struct auth_verifier *v = arg;
 	struct req_list done;
-	char buf[64];
 
-	(void)what;
-	while (read(fd, buf, sizeof(buf)) > 0)
-		;
 	req_list_init(&done);
 	pthread_mutex_lock(&v->lock);
 	req_list_splice(&done, &v->done);
@@ -190,44 +182,27 @@ struct auth_verifier *
 auth_verifier_new(struct event_base *base)
 {
 	struct auth_verifier *v = xcalloc(1, sizeof(*v));
-	sigset_t all, old;
 	int err;
 
 	req_list_init(&v->todo);
 	req_list_init(&v->done);
-	if (pipe2(v->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
+	if (worker_wake_init(&v->wake, base, on_wake, v) < 0) {
 		err = errno;
 		free(v);
 		errno = err;
 		return NULL;
 	}
-	v->wake_ev = event_new(base, v->wake[0], EV_READ | EV_PERSIST, on_wake, v);
-	if (v->wake_ev == NULL || event_add(v->wake_ev, NULL) < 0) {
-		err = ENOMEM;
-		goto fail;
-	}
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_cond_init(&v->more, NULL);
-	/* Signals are the event loop's business: the worker blocks them all. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = pthread_create(&v->thread, NULL, verify_thread, v);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (err != 0) {
+	if ((err = worker_thread_start(&v->thread, verify_thread, v)) != 0) {
 		pthread_cond_destroy(&v->more);
 		pthread_mutex_destroy(&v->lock);
-		goto fail;
+		worker_wake_close(&v->wake);
+		free(v);
+		errno = err;
+		return NULL;
 	}
 	return v;
-
-fail:
-	if (v->wake_ev != NULL)
-		event_free(v->wake_ev);
-	close(v->wake[0]);
-	close(v->wake[1]);
-	free(v);
-	errno = err;
-	return NULL;
 }
 
 void
@@ -247,9 +222,7 @@ auth_verifier_free(struct auth_verifier *v)
 		req_free(r);
 	while ((r = req_list_pop(&v->done)) != NULL)
 		req_free(r);
-	event_free(v->wake_ev);
-	close(v->wake[0]);
-	close(v->wake[1]);
+	worker_wake_close(&v->wake);
 	pthread_cond_destroy(&v->more);
 	pthread_mutex_destroy(&v->lock);
 	free(v);

@@ -502,11 +502,12 @@ dns_ptr_rr(enum dns_section sec, const struct dns_rr *rr, void *arg)
  * address back and folds names into a hostent; RFC 2317 CNAMEs are followed by the server.
  */
 static void
-dns_answer_parse_ptr(struct dns_answer *a, const unsigned char *abuf, int alen)
+dns_answer_parse_names(struct dns_answer *a, const unsigned char *abuf, int alen, int type,
+    dns_rr_fn rr_fn)
 {
 	struct dns_ptr_ctx c = { abuf, alen, a, 0, false };
 
-	if (dns_walk(abuf, alen, dns_ptr_rr, &c) < 0 || c.bad) {
+	if (dns_walk(abuf, alen, rr_fn, &c) < 0 || c.bad) {
 		dns_answer_clear(a);
 		dns_answer_from_ares_error(a, ARES_EBADRESP, abuf, alen);
 		return;
@@ -516,7 +517,13 @@ dns_answer_parse_ptr(struct dns_answer *a, const unsigned char *abuf, int alen)
 		return;
 	}
 	a->status = DNS_OK;
-	a->ttl = dns_answer_min_ttl(abuf, alen, ns_t_ptr);
+	a->ttl = dns_answer_min_ttl(abuf, alen, type);
+}
+
+static void
+dns_answer_parse_ptr(struct dns_answer *a, const unsigned char *abuf, int alen)
+{
+	dns_answer_parse_names(a, abuf, alen, ns_t_ptr, dns_ptr_rr);
 }
 
 /* One TXT record: its character-strings (RFC 1035 3.3.14) joined, as DKIM reads them. */
@@ -551,19 +558,7 @@ dns_txt_rr(enum dns_section sec, const struct dns_rr *rr, void *arg)
 static void
 dns_answer_parse_txt(struct dns_answer *a, const unsigned char *abuf, int alen)
 {
-	struct dns_ptr_ctx c = { abuf, alen, a, 0, false };
-
-	if (dns_walk(abuf, alen, dns_txt_rr, &c) < 0 || c.bad) {
-		dns_answer_clear(a);
-		dns_answer_from_ares_error(a, ARES_EBADRESP, abuf, alen);
-		return;
-	}
-	if (a->nnames == 0) {
-		dns_answer_from_ares_error(a, ARES_ENODATA, abuf, alen);
-		return;
-	}
-	a->status = DNS_OK;
-	a->ttl = dns_answer_min_ttl(abuf, alen, ns_t_txt);
+	dns_answer_parse_names(a, abuf, alen, ns_t_txt, dns_txt_rr);
 }
 
 static void

@@ -16,9 +16,7 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +28,7 @@
 #include "spool.h"
 #include "spool_commit.h"
 #include "util.h"
+#include "worker.h"
 
 struct commit_job {
 	struct commit_job *next;
@@ -46,8 +45,7 @@ struct job_list {
 
 struct spool_committer {
 	struct spool *spool;       /* borrowed */
-	struct event *wake_ev;     /* owned; reads wake[0] on the loop thread */
-	int wake[2];               /* the commit thread writes a byte per finished batch */
+	struct worker_wake wake;   /* the commit thread signals each finished batch */
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t more;       /* todo has jobs, or stopping */
@@ -149,9 +147,7 @@ commit_thread(void *arg)
 		c->batches++;
 		pthread_cond_broadcast(&c->finished);
 		pthread_mutex_unlock(&c->lock);
-		/* A full pipe already holds a wake-up: losing this byte loses nothing. */
-		while (write(c->wake[1], "", 1) < 0 && errno == EINTR)
-			;
+		worker_wake_signal(&c->wake);
 	}
 }
 
@@ -180,13 +176,8 @@ run_finished(struct spool_committer *c, bool wait)
 }
 
 static void
-on_wake(evutil_socket_t fd, short what, void *arg)
+on_wake(void *arg)
 {
-	char buf[64];
-
-	(void)what;
-	while (read(fd, buf, sizeof(buf)) > 0)
-		;
 	run_finished(arg, false);
 }
 
@@ -194,47 +185,30 @@ struct spool_committer *
 spool_committer_new(struct event_base *base, struct spool *s)
 {
 	struct spool_committer *c = xcalloc(1, sizeof(*c));
-	sigset_t all, old;
 	int err;
 
 	c->spool = s;
 	job_list_init(&c->todo);
 	job_list_init(&c->done);
-	if (pipe2(c->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
+	if (worker_wake_init(&c->wake, base, on_wake, c) < 0) {
 		err = errno;
 		free(c);
 		errno = err;
 		return NULL;
 	}
-	c->wake_ev = event_new(base, c->wake[0], EV_READ | EV_PERSIST, on_wake, c);
-	if (c->wake_ev == NULL || event_add(c->wake_ev, NULL) < 0) {
-		err = ENOMEM;
-		goto fail;
-	}
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->more, NULL);
 	pthread_cond_init(&c->finished, NULL);
-	/* Signals are the event loop's business: the commit thread blocks them all. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = pthread_create(&c->thread, NULL, commit_thread, c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (err != 0) {
+	if ((err = worker_thread_start(&c->thread, commit_thread, c)) != 0) {
 		pthread_cond_destroy(&c->finished);
 		pthread_cond_destroy(&c->more);
 		pthread_mutex_destroy(&c->lock);
-		goto fail;
+		worker_wake_close(&c->wake);
+		free(c);
+		errno = err;
+		return NULL;
 	}
 	return c;
-
-fail:
-	if (c->wake_ev != NULL)
-		event_free(c->wake_ev);
-	close(c->wake[0]);
-	close(c->wake[1]);
-	free(c);
-	errno = err;
-	return NULL;
 }
 
 void
@@ -255,9 +229,7 @@ spool_committer_free(struct spool_committer *c)
 	pthread_cond_signal(&c->more);
 	pthread_mutex_unlock(&c->lock);
 	pthread_join(c->thread, NULL);
-	event_free(c->wake_ev);
-	close(c->wake[0]);
-	close(c->wake[1]);
+	worker_wake_close(&c->wake);
 	pthread_cond_destroy(&c->finished);
 	pthread_cond_destroy(&c->more);
 	pthread_mutex_destroy(&c->lock);
