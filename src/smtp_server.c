@@ -754,6 +754,9 @@ session_commit_done(int error, void *arg)
 	if (s == NULL)
 		return;
 	s->commit = NULL;
+	/* Closing meanwhile (session time limit, write error): no reply, no revival. */
+	if (s->state == SESSION_CLOSING)
+		return;
 	if (error == 0) {
 		s->counts[SMTP_VERB_DATA].ok++;
 		s->commands.ok++;
