@@ -271,7 +271,7 @@ msg_forget(struct queue *q, struct queue_msg *m)
 	msg_free(m);
 }
 
-static void queue_insert(struct queue *q, struct envelope *e, double arrival);
+static void queue_insert(struct queue *q, struct envelope *e, double arrival, bool recovered);
 
 static void
 on_sync(evutil_socket_t fd, short what, void *arg)
@@ -365,7 +365,7 @@ msg_notify(struct queue *q, struct queue_msg *m)
 		if (dsn) {
 			msg_mark_notified(q, m, items, n, delayed, removing);
 			q->stats->bounces_sent++;
-			queue_insert(q, dsn, dr_now());
+			queue_insert(q, dsn, dr_now(), false);
 		} else if (n && delayed) {
 			m->env->delay_warned = true; /* once per message: not retried */
 		} else if (n && bounce_should_send(m->env->sender)) {
@@ -767,7 +767,8 @@ msg_dispatch(struct queue *q, struct queue_msg *m, double now)
 	struct envelope *e = m->env;
 	char dom[SMTP_DOMAIN_MAX + 1], other[SMTP_DOMAIN_MAX + 1];
 
-	for (size_t i = 0; i < e->nrcpts; i++) {
+	/* Due only for a DSN to retry (msg_settle): no delivery for a held message. */
+	for (size_t i = 0; !e->held && !m->deleted && i < e->nrcpts; i++) {
 		struct envelope_rcpt *r = &e->rcpts[i];
 		if (!rcpt_open(r) || m->busy[i])
 			continue;
@@ -884,11 +885,13 @@ msg_note_owed(struct queue_msg *m)
 	}
 }
 
+/* recovered: loaded from the spool at start (it may owe DSNs), not newly received. */
 static void
-queue_insert(struct queue *q, struct envelope *e, double arrival)
+queue_insert(struct queue *q, struct envelope *e, double arrival, bool recovered)
 {
 	struct queue_msg *m = msg_new(q, e, arrival);
-	msg_note_owed(m);
+	if (recovered)
+		msg_note_owed(m);
 	if (envelope_done(e)) {
 		msg_settle(q, m); /* crashed between the last record and the removal */
 		return;
@@ -901,13 +904,13 @@ void
 queue_add(struct queue *q, struct envelope *e)
 {
 	q->stats->received++;
-	queue_insert(q, e, dr_now());
+	queue_insert(q, e, dr_now(), false);
 }
 
 static void
 on_recovered(struct envelope *e, void *arg)
 {
-	queue_insert(arg, e, (double)e->arrival);
+	queue_insert(arg, e, (double)e->arrival, true);
 }
 
 long
