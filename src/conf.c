@@ -26,6 +26,7 @@
 #include "dkim.h"
 #include "log.h"
 #include "netaddr.h"
+#include "smtp_proto.h"
 #include "tls.h"
 #include "users.h"
 #include "util.h"
@@ -1340,6 +1341,11 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 			    !valid_hostname(c->hostname))
 				load_error(ld, s, "hostname: \"%s\" is not a host name",
 				    c->hostname);
+		} else if (strcmp(key, "postmaster") == 0) {
+			if (get_string(ld, s, "postmaster", &c->postmaster) == 0 &&
+			    !smtp_mailbox_valid(c->postmaster, false))
+				load_error(ld, s, "postmaster: \"%s\" is not a mail address "
+				    "(local-part@domain, ASCII)", c->postmaster);
 		} else if (strcmp(key, "spool_dir") == 0)
 			get_string(ld, s, "spool_dir", &spool);
 		else if (strcmp(key, "control_socket") == 0)
@@ -1402,6 +1408,9 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 	if (ld->proxy_listen != NULL && c->ntrusted_proxies == 0)
 		load_error(ld, ld->proxy_listen, "listen entry: proxy_protocol = true needs "
 		    "trusted_proxies (the load balancers' addresses)");
+	/* After the loop: hostname may come later in the file. */
+	if (c->postmaster == NULL)
+		c->postmaster = xasprintf("postmaster@%s", c->hostname);
 	c->spool_dir = resolve_path(base_dir, spool != NULL ? spool : CONF_DEFAULT_SPOOL_DIR);
 	free(spool);
 	if (control != NULL)
@@ -1526,6 +1535,7 @@ conf_free(struct conf *c)
 		return;
 	free(c->path);
 	free(c->hostname);
+	free(c->postmaster);
 	free(c->spool_dir);
 	free(c->control_socket);
 	free(c->user);

@@ -99,6 +99,8 @@ struct conf {
 	unsigned refs;           /* conf_ref/conf_free */
 	char *path;              /* the file this was loaded from */
 	char *hostname;          /* EHLO name and Received: by; default: gethostname() */
+	char *postmaster;        /* where RCPT TO:<Postmaster> goes (RFC 5321 4.5.1), from
+	                            any client; default "postmaster@" hostname */
 	char *spool_dir;         /* absolute (resolved against the config file's directory);
 	                            default /var/spool/dualrelay */
 	char *control_socket;    /* dualrelayctl's unix socket; default SPOOL/control */

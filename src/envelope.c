@@ -574,6 +574,25 @@ envelope_encode_state(const struct envelope *e, size_t i, char *buf, size_t size
 	return (size_t)n;
 }
 
+size_t
+envelope_encode_notified(const struct envelope *e, const size_t *idx, size_t n, char *buf,
+    size_t size)
+{
+	size_t len = 0;
+
+	for (size_t k = 0; k < n; k++) {
+		int w;
+
+		if (idx[k] >= e->nrcpts)
+			return 0;
+		w = snprintf(buf + len, size - len, "N %zu\n", idx[k]);
+		if (w < 0 || (size_t)w >= size - len)
+			return 0;
+		len += (size_t)w;
+	}
+	return len;
+}
+
 /* Cuts the next space-separated field off [*p, end). */
 static bool
 envelope_field(const char **p, const char *end, const char **f, size_t *flen)
@@ -603,6 +622,19 @@ envelope_apply_record(struct envelope *e, const char *p, const char *end)
 	/* "H 1" / "H 0": the operator held or released the whole message. */
 	if (end - p == 3 && p[0] == 'H' && p[1] == ' ' && (p[2] == '0' || p[2] == '1')) {
 		e->held = p[2] == '1';
+		return true;
+	}
+	/* "W": the delay warning went out. */
+	if (end - p == 1 && p[0] == 'W') {
+		e->delay_warned = true;
+		return true;
+	}
+	/* "N <index>": the DSN for that recipient's failure is queued. */
+	if (end - p > 2 && p[0] == 'N' && p[1] == ' ') {
+		if (!envelope_parse_uint(p + 2, (size_t)(end - p - 2), SIZE_MAX, &idx) ||
+		    idx >= e->nrcpts)
+			return false;
+		e->rcpts[idx].notified = true;
 		return true;
 	}
 	if (end - p < 2 || p[0] != 'R' || p[1] != ' ')

@@ -9,9 +9,15 @@
  *   - state records, appended to the message's state file after each attempt:
  *       "R <index> <state> <attempts> <next_attempt> <dsn> <reason>\n"
  *     and message-level records "H 1\n" / "H 0\n" (held / released by the operator).
- *     The last record for a recipient wins. A trailing partial record (crash mid-write)
- *     carries no newline and is ignored, so the recipient stays in its previous state and
- *     is tried again: at-least-once, never lost.
+ *     The last record for a recipient wins. "N <index>\n" says that the delivery status
+ *     notification for recipient index's failure is queued (durably, as a message of its
+ *     own): it is written only after that commit, so a bounced recipient without it
+ *     still owes the sender a DSN, which recovery composes again (a crash in between
+ *     gives at most a duplicate DSN, never none). "W\n" says the message's delay
+ *     warning was queued. State files from before these records load as they did: their
+ *     bounced recipients count as not notified. A trailing partial record (crash
+ *     mid-write) carries no newline and is ignored, so the recipient stays in its
+ *     previous state and is tried again: at-least-once, never lost.
  */
 #ifndef DR_ENVELOPE_H
 #define DR_ENVELOPE_H
@@ -39,6 +45,8 @@ struct envelope_rcpt {
 	time_t next_attempt; /* for RCPT_DEFERRED */
 	char dsn[16];        /* last status, "4.4.1"; "" when never tried */
 	char *reason;        /* last outcome text, owned, may be NULL */
+	bool notified;       /* RCPT_BOUNCED: its DSN is queued ("N" record); false means
+	                        one is still owed (unless the sender is <>) */
 };
 
 struct envelope {
@@ -61,6 +69,7 @@ struct envelope {
 	size_t content_size; /* bytes sent as the message: prepend and content (set by the
 	                        spool), 0 when unknown */
 	bool held;           /* on hold by the operator: not delivered until released */
+	bool delay_warned;   /* the delay warning to the sender is queued ("W" record) */
 };
 
 struct envelope *envelope_new(void);
@@ -98,6 +107,14 @@ struct envelope *envelope_decode_header(const char *buf, size_t len, size_t *hea
  * i is out of range or size is too small (1024 always suffices).
  */
 size_t envelope_encode_state(const struct envelope *e, size_t i, char *buf, size_t size);
+/*
+ * The "N" records for recipients idx[0..n-1] (their DSN is queued), one per line, into
+ * buf. Returns the length, or 0 when an index is out of range or size is too small
+ * (32 bytes per recipient always suffice).
+ */
+size_t envelope_encode_notified(const struct envelope *e, const size_t *idx, size_t n,
+    char *buf, size_t size);
+
 /*
  * Applies every complete state record in buf to e, in order. Records naming an unknown
  * recipient index or malformed are skipped and counted in *bad (may be NULL).

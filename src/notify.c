@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "bounce.h"
@@ -47,6 +48,29 @@ relay_host(const char *relay)
 		return NULL;
 	const char *b = strchr(relay, '[');
 	return xstrndup(relay, b ? (size_t)(b - relay) : strlen(relay));
+}
+
+/*
+ * For a failure known only from its state record (the DSN composed again at recovery):
+ * the host and family of "host mx.example.org[192.0.2.1] said: ..." (delivery.c's
+ * reason for a refusal), so the report still names the MTA that refused. NULL (and the
+ * family left alone) when the reason does not start that way.
+ */
+static char *
+relay_from_reason(const char *reason, int *family)
+{
+	const char *host, *ip, *close;
+
+	if (reason == NULL || strncmp(reason, "host ", 5) != 0)
+		return NULL;
+	host = reason + 5;
+	ip = strchr(host, '[');
+	close = ip ? strchr(ip, ']') : NULL;
+	if (ip == NULL || close == NULL || ip == host || strncmp(close, "] said: ", 8) != 0 ||
+	    memchr(host, ' ', (size_t)(ip - host)) != NULL)
+		return NULL;
+	*family = memchr(ip, ':', (size_t)(close - ip)) != NULL ? AF_INET6 : AF_INET;
+	return xstrndup(host, (size_t)(ip - host));
 }
 
 /* The remote reply inside "host X[ip] said: REPLY (in reply to ...)", or NULL. */
@@ -123,9 +147,11 @@ notify_compose(struct spool *spool, const struct conf *conf, const struct envelo
 		br[i].addr = r->addr;
 		br[i].dsn = r->dsn[0] ? r->dsn : (items[i].delayed ? "4.0.0" : "5.0.0");
 		br[i].reason = r->reason ? r->reason : "";
-		br[i].remote_mta = owned[2 * i] = relay_host(items[i].relay);
-		br[i].diagnostic = owned[2 * i + 1] = remote_reply(r->reason);
 		br[i].family = items[i].family;
+		br[i].remote_mta = owned[2 * i] = relay_host(items[i].relay);
+		if (br[i].remote_mta == NULL && items[i].family == AF_UNSPEC)
+			br[i].remote_mta = owned[2 * i] = relay_from_reason(r->reason, &br[i].family);
+		br[i].diagnostic = owned[2 * i + 1] = remote_reply(r->reason);
 		br[i].last_attempt = items[i].when;
 		br[i].action = items[i].delayed ? BOUNCE_DELAYED : BOUNCE_FAILED;
 	}

@@ -23,6 +23,7 @@
 
 #include <event2/event.h>
 
+#include "bounce.h"
 #include "delivery.h"
 #include "log.h"
 #include "netaddr.h"
@@ -46,7 +47,7 @@ struct queue_msg {
 	bool deleted;            /* removed by the operator: drop when its jobs end */
 	struct notify_item *notify; /* failed/delayed recipients whose DSN is not yet queued */
 	size_t nnotify, notify_cap;
-	bool delay_warned;       /* the delay warning went out (once per message and run) */
+	double notify_retry;     /* when to try again a failure DSN the spool refused; 0: none */
 };
 
 struct queue_dest;
@@ -270,7 +271,7 @@ msg_forget(struct queue *q, struct queue_msg *m)
 	msg_free(m);
 }
 
-static void queue_insert(struct queue *q, struct envelope *e, double arrival);
+static void queue_insert(struct queue *q, struct envelope *e, double arrival, bool recovered);
 
 static void
 on_sync(evutil_socket_t fd, short what, void *arg)
@@ -307,12 +308,53 @@ msg_note(struct queue_msg *m, size_t index, const char *relay, int family, int d
 	it->delayed = delayed;
 }
 
-/* One DSN per message and attempt (and kind): once every job of this round has ended. */
+/*
+ * Records that the DSN for items (of one kind) is queued: "N" per failed recipient, "W"
+ * for a delay warning. Skipped when the message is about to be removed (the removal is
+ * its record): a crash before that removal is durable yields at most a duplicate DSN.
+ */
 static void
+msg_mark_notified(struct queue *q, struct queue_msg *m, const struct notify_item *items,
+    size_t n, int delayed, bool removing)
+{
+	struct envelope *e = m->env;
+
+	if (delayed) {
+		e->delay_warned = true;
+		if (!removing && spool_update_delay_warned(q->spool, e) < 0)
+			log_error("%s: cannot record the delay warning: %s", e->id, strerror(errno));
+		return;
+	}
+	size_t *idx = xcalloc(n, sizeof(*idx));
+	for (size_t i = 0; i < n; i++) {
+		idx[i] = items[i].index;
+		e->rcpts[idx[i]].notified = true;
+	}
+	if (!removing && spool_update_notified(q->spool, e, idx, n) < 0)
+		/* The DSN is queued: after a crash it would only be sent twice. */
+		log_error("%s: cannot record the notification of %zu recipient%s: %s", e->id, n,
+		    n == 1 ? "" : "s", strerror(errno));
+	free(idx);
+}
+
+/*
+ * One DSN per message and attempt (and kind): once every job of this round has ended.
+ * The bounced recipients' state records are on disk already; their "N" records follow
+ * only once the DSN is committed, so a crash in between leaves them owing a DSN, which
+ * queue_insert finds at recovery. Returns false when a failure DSN could not be queued
+ * (spool error): its items stay in m->notify to be tried again. A delay warning that
+ * fails is not retried (best effort: it is a courtesy, and the failure or the delivery
+ * follows anyway).
+ */
+static bool
 msg_notify(struct queue *q, struct queue_msg *m)
 {
+	bool removing = m->deleted || envelope_done(m->env);
+	struct notify_item *retry = NULL; /* failures to try again, or NULL */
+	size_t nretry = 0;
+
 	if (m->nnotify == 0)
-		return;
+		return true;
 	for (int delayed = 0; delayed < 2; delayed++) {
 		struct notify_item *items = xcalloc(m->nnotify, sizeof(*items));
 		size_t n = 0;
@@ -320,23 +362,36 @@ msg_notify(struct queue *q, struct queue_msg *m)
 			if (m->notify[i].delayed == delayed)
 				items[n++] = m->notify[i];
 		struct envelope *dsn = n ? notify_compose(q->spool, q->conf, m->env, items, n) : NULL;
-		free(items);
-		if (n && delayed)
-			m->delay_warned = true;
 		if (dsn) {
+			msg_mark_notified(q, m, items, n, delayed, removing);
 			q->stats->bounces_sent++;
-			queue_insert(q, dsn, dr_now());
+			queue_insert(q, dsn, dr_now(), false);
+		} else if (n && delayed) {
+			m->env->delay_warned = true; /* once per message: not retried */
+		} else if (n && bounce_should_send(m->env->sender)) {
+			retry = items;  /* ownership moves */
+			nretry = n;
+			continue;
 		}
+		free(items);
 	}
-	m->nnotify = 0;
+	free(m->notify);
+	m->notify = retry;
+	m->nnotify = nretry;
+	m->notify_cap = nretry;
+	return retry == NULL;
 }
 
 /* After any change: remove a finished message, or put it back in the heap. */
 static void
 msg_settle(struct queue *q, struct queue_msg *m)
 {
-	if (m->jobs == 0)
-		msg_notify(q, m);
+	m->notify_retry = 0;
+	if (m->jobs == 0 && !msg_notify(q, m)) {
+		/* Not removed while the sender is owed a DSN: the spool may recover soon. */
+		unsigned wait = q->conf->queue.retry_min_s ? q->conf->queue.retry_min_s : 1;
+		m->notify_retry = dr_now() + wait;
+	}
 	if (m->jobs > 0) {
 		heap_remove(q, m);
 		double due = msg_next_due(m);
@@ -344,7 +399,7 @@ msg_settle(struct queue *q, struct queue_msg *m)
 			heap_set(q, m, due);
 		return;
 	}
-	if (m->deleted || envelope_done(m->env)) {
+	if ((m->deleted || envelope_done(m->env)) && m->notify_retry == 0) {
 		queue_sync_later(q);
 		if (spool_remove(q->spool, m->env->id) < 0)
 			log_error("%s: cannot remove queue file: %s", m->env->id, strerror(errno));
@@ -354,6 +409,8 @@ msg_settle(struct queue *q, struct queue_msg *m)
 		return;
 	}
 	double due = msg_next_due(m);
+	if (m->notify_retry > 0 && (due == 0 || m->notify_retry < due))
+		due = m->notify_retry;
 	if (due > 0)
 		heap_set(q, m, due);
 	else
@@ -442,7 +499,8 @@ apply_result(struct queue *q, struct queue_msg *m, const struct delivery_result 
 	log_outcome(m, r, res->relay, res->family, res->tls, status);
 	if (r->state == RCPT_BOUNCED)
 		msg_note(m, res->index, res->relay, res->family, 0);
-	else if (r->state == RCPT_DEFERRED && c->queue.delay_warning_s > 0 && !m->delay_warned &&
+	else if (r->state == RCPT_DEFERRED && c->queue.delay_warning_s > 0 &&
+	    !m->env->delay_warned &&
 	    now - m->env->arrival >= (time_t)c->queue.delay_warning_s) {
 		/* Postfix's delay_warning_time: tell the sender once that mail is late
 		 * (delay_warned is set when the notice goes out, after this round). */
@@ -709,7 +767,8 @@ msg_dispatch(struct queue *q, struct queue_msg *m, double now)
 	struct envelope *e = m->env;
 	char dom[SMTP_DOMAIN_MAX + 1], other[SMTP_DOMAIN_MAX + 1];
 
-	for (size_t i = 0; i < e->nrcpts; i++) {
+	/* Due only for a DSN to retry (msg_settle): no delivery for a held message. */
+	for (size_t i = 0; !e->held && !m->deleted && i < e->nrcpts; i++) {
 		struct envelope_rcpt *r = &e->rcpts[i];
 		if (!rcpt_open(r) || m->busy[i])
 			continue;
@@ -805,10 +864,34 @@ queue_set_conf(struct queue *q, struct conf *conf)
 	queue_pump(q);
 }
 
+/*
+ * Bounced recipients whose DSN is not known to be queued (no "N" record: a crash came
+ * between their state record and the DSN's commit, or the spool refused the DSN) get
+ * one now. What the failed delivery knew beyond the state record (relay, family, time)
+ * is gone: notify.c takes the relay from the reason text.
+ */
 static void
-queue_insert(struct queue *q, struct envelope *e, double arrival)
+msg_note_owed(struct queue_msg *m)
+{
+	if (!bounce_should_send(m->env->sender))
+		return;
+	for (size_t i = 0; i < m->env->nrcpts; i++) {
+		const struct envelope_rcpt *r = &m->env->rcpts[i];
+		if (r->state == RCPT_BOUNCED && !r->notified) {
+			log_info("%s: to=<%s>: no notification on record for this failure: sending it",
+			    m->env->id, r->addr);
+			msg_note(m, i, "none", AF_UNSPEC, 0);
+		}
+	}
+}
+
+/* recovered: loaded from the spool at start (it may owe DSNs), not newly received. */
+static void
+queue_insert(struct queue *q, struct envelope *e, double arrival, bool recovered)
 {
 	struct queue_msg *m = msg_new(q, e, arrival);
+	if (recovered)
+		msg_note_owed(m);
 	if (envelope_done(e)) {
 		msg_settle(q, m); /* crashed between the last record and the removal */
 		return;
@@ -821,13 +904,13 @@ void
 queue_add(struct queue *q, struct envelope *e)
 {
 	q->stats->received++;
-	queue_insert(q, e, dr_now());
+	queue_insert(q, e, dr_now(), false);
 }
 
 static void
 on_recovered(struct envelope *e, void *arg)
 {
-	queue_insert(arg, e, (double)e->arrival);
+	queue_insert(arg, e, (double)e->arrival, true);
 }
 
 long

@@ -1101,3 +1101,22 @@ smtp_relay_trick(const char *addr)
 		return "bang path";
 	return NULL;
 }
+
+bool
+smtp_rcpt_is_postmaster(const char *args, const char **params)
+{
+	static const char path[] = "<postmaster>";
+	const char *p;
+
+	if (!has_prefix_ci(args, "TO:"))
+		return false;
+	for (p = args + 3; *p == ' '; p++)
+		;
+	if (!has_prefix_ci(p, path) || (p[sizeof(path) - 1] != '\0' && p[sizeof(path) - 1] != ' '))
+		return false;
+	for (p += sizeof(path) - 1; *p == ' '; p++)
+		;
+	if (params != NULL)
+		*params = p;
+	return true;
+}

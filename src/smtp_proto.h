@@ -114,6 +114,15 @@ int smtp_auth_login_decode(const char *b64, char *out, size_t size);
 const char *smtp_relay_trick(const char *addr);
 
 /*
+ * True when RCPT's argument is "TO:<Postmaster>" (any case, the path with or without a
+ * space after the colon, as smtp_parse_path allows): the one address without a domain
+ * that RFC 5321 4.5.1 says every relay MUST accept. *params points after the path
+ * (leading spaces skipped). smtp_parse_path refuses it (no domain): call this when it
+ * failed.
+ */
+bool smtp_rcpt_is_postmaster(const char *args, const char **params);
+
+/*
  * Replies. A reply is one or more lines "NNN-text" ... "NNN text" with the same code.
  * Feed lines (without CR LF) one at a time.
  */

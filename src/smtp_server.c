@@ -506,13 +506,22 @@ cmd_rcpt(struct smtp_session *s, const char *args)
 {
 	char addr[SMTP_PATH_MAX + 1];
 	const char *params, *why = NULL;
+	bool postmaster = false;
 
 	if (s->state != SESSION_MAIL) {
 		session_reply(s, "503 5.5.1 Error: need MAIL command");
 		return;
 	}
-	if (smtp_parse_path(args, "TO:", false, true, addr, sizeof(addr), &params,
-	    &why) != 0) {
+	int rc = smtp_parse_path(args, "TO:", false, true, addr, sizeof(addr), &params, &why);
+	if (rc != 0 && smtp_rcpt_is_postmaster(args, &params)) {
+		/*
+		 * RFC 5321 4.5.1: <Postmaster> without a domain MUST be accepted, from anyone
+		 * (it is how a refused sender reaches us). We have no mailboxes: it becomes
+		 * the one configured address, so it opens no relay.
+		 */
+		postmaster = true;
+		dr_strlcpy(addr, s->conf->postmaster, sizeof(addr));
+	} else if (rc != 0) {
 		if (why != NULL && strncmp(why, "Syntax", 6) == 0)
 			session_reply(s, "501 5.5.4 %s", why);
 		else
@@ -532,7 +541,11 @@ cmd_rcpt(struct smtp_session *s, const char *args)
 		session_reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
-	if (!s->relay_ok && s->auth_user == NULL) {
+	if (postmaster) {
+		log_info("RCPT from %s: <Postmaster> accepted for <%s>; from=<%s> proto=%s "
+		    "helo=<%s>", s->peer_name, addr, s->env->sender, s->esmtp ? "ESMTP" : "SMTP",
+		    s->helo);
+	} else if (!s->relay_ok && s->auth_user == NULL) {
 		/*
 		 * Checked here, not at connect or MAIL, as Postfix does: the log shows who.
 		 * We have no local domains, so every recipient is a relay: the tricks that

@@ -675,6 +675,44 @@ spool_update_rcpt(struct spool *s, const struct envelope *e, size_t i)
 }
 
 int
+spool_update_notified(struct spool *s, const struct envelope *e, const size_t *idx, size_t n)
+{
+	char stackbuf[1024], *rec = stackbuf;
+	size_t size = sizeof(stackbuf), len;
+	int rc, saved;
+
+	/* "N " SIZE_MAX "\n" fits in 32 bytes; a long list (many recipients) goes on the heap. */
+	if (n > size / 32) {
+		size = n * 32;
+		rec = xmalloc(size);
+	}
+	if (!envelope_id_valid(e->id) || n == 0 ||
+	    (len = envelope_encode_notified(e, idx, n, rec, size)) == 0) {
+		if (rec != stackbuf)
+			free(rec);
+		errno = EINVAL;
+		return -1;
+	}
+	/* One append and one fsync for the whole DSN, whatever its number of recipients. */
+	rc = spool_append_state(s, e, rec, len);
+	saved = errno;
+	if (rec != stackbuf)
+		free(rec);
+	errno = saved;
+	return rc;
+}
+
+int
+spool_update_delay_warned(struct spool *s, const struct envelope *e)
+{
+	if (!envelope_id_valid(e->id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return spool_append_state(s, e, "W\n", 2);
+}
+
+int
 spool_update_hold(struct spool *s, const struct envelope *e)
 {
 	if (!envelope_id_valid(e->id)) {

@@ -67,6 +67,14 @@ int spool_open_content(struct spool *s, const struct envelope *e);
 
 /* Appends (and fsyncs) the state record of recipient i. 0 or -1 + errno. */
 int spool_update_rcpt(struct spool *s, const struct envelope *e, size_t i);
+/*
+ * Appends (and fsyncs) that the DSN for recipients idx[0..n-1] is queued ("N" records,
+ * envelope.h): call only once that DSN is committed. 0 or -1 + errno.
+ */
+int spool_update_notified(struct spool *s, const struct envelope *e, const size_t *idx,
+    size_t n);
+/* Appends (and fsyncs) that the delay warning is queued ("W"). 0 or -1 + errno. */
+int spool_update_delay_warned(struct spool *s, const struct envelope *e);
 /* Appends (and fsyncs) the message's hold flag (e->held). 0 or -1 + errno. */
 int spool_update_hold(struct spool *s, const struct envelope *e);
 /*

@@ -628,6 +628,73 @@ START_TEST(test_state_hold_record)
 }
 END_TEST
 
+START_TEST(test_state_notified_records)
+{
+	struct envelope *e = make_envelope("a@example.org", 3);
+	size_t idx[] = { 0, 2 }, bad = 9;
+	char buf[64];
+	const char *recs = "R 0 B 1 0 5.1.1 host mx[192.0.2.1] said: 550 no\n"
+	    "R 2 B 1 0 5.1.1 x\nN 0\nN 2\nW\n";
+
+	ck_assert_uint_eq(envelope_encode_notified(e, idx, 2, buf, sizeof(buf)), 8);
+	ck_assert_str_eq(buf, "N 0\nN 2\n");
+	/* Out of range, or a buffer too small: nothing. */
+	idx[1] = 3;
+	ck_assert_uint_eq(envelope_encode_notified(e, idx, 2, buf, sizeof(buf)), 0);
+	idx[1] = 2;
+	ck_assert_uint_eq(envelope_encode_notified(e, idx, 2, buf, 6), 0);
+
+	envelope_apply_states(e, recs, strlen(recs), &bad);
+	ck_assert_uint_eq(bad, 0);
+	ck_assert(e->rcpts[0].notified);
+	ck_assert(!e->rcpts[1].notified);
+	ck_assert(e->rcpts[2].notified);
+	ck_assert(e->delay_warned);
+	/* A later state record of the recipient leaves the mark alone. */
+	envelope_apply_states(e, "R 0 B 2 0 5.1.1 y\n", 18, &bad);
+	ck_assert(e->rcpts[0].notified);
+	envelope_free(e);
+}
+END_TEST
+
+START_TEST(test_state_notified_malformed)
+{
+	struct envelope *e = make_envelope("a@example.org", 2);
+	size_t bad = 0;
+	/* Unknown index, leading zero, sign, trailing junk, no index, W with a value, cut. */
+	const char *recs = "N 2\nN 01\nN -1\nN 1 x\nN \nN\nW 1\nN 1";
+
+	envelope_apply_states(e, recs, strlen(recs), &bad);
+	ck_assert_uint_eq(bad, 7);
+	ck_assert(!e->rcpts[0].notified);
+	ck_assert(!e->rcpts[1].notified);
+	ck_assert(!e->delay_warned);
+	envelope_free(e);
+}
+END_TEST
+
+START_TEST(test_state_old_format_owes_dsn)
+{
+	/* A state file written before "N" existed: loads, the bounce counts as unnotified. */
+	struct envelope *e = make_envelope("a@example.org", 2);
+	size_t bad = 9;
+	const char *recs = "R 0 B 1 0 5.1.1 host mx[192.0.2.1] said: 550 5.1.1 no\n"
+	    "R 1 D 1 1700000100 4.4.1 connection refused\nH 0\n";
+
+	envelope_apply_states(e, recs, strlen(recs), &bad);
+	ck_assert_uint_eq(bad, 0);
+	ck_assert_int_eq(e->rcpts[0].state, RCPT_BOUNCED);
+	ck_assert(!e->rcpts[0].notified);
+	ck_assert_int_eq(e->rcpts[1].state, RCPT_DEFERRED);
+	ck_assert(!e->delay_warned);
+	/* And a record type from a later version is skipped and counted, as before. */
+	envelope_apply_states(e, "Z 1 2\n", 6, &bad);
+	ck_assert_uint_eq(bad, 1);
+	ck_assert_int_eq(e->rcpts[0].state, RCPT_BOUNCED);
+	envelope_free(e);
+}
+END_TEST
+
 START_TEST(test_id_valid)
 {
 	ck_assert(envelope_id_valid("0123456789ABCDEF"));
@@ -1107,6 +1174,66 @@ START_TEST(test_spool_hold_persists)
 }
 END_TEST
 
+START_TEST(test_spool_notified_persists)
+{
+	struct spool *s = spool_open(spool_path);
+	struct envelope *e = spool_message(s, "body\r\n", 6);
+	struct collected c = { .n = 0 };
+	size_t idx[] = { 0, 2 };
+
+	set_state(e, 0, RCPT_BOUNCED, 1, 0, "5.1.1", "host mx[192.0.2.1] said: 550 no");
+	set_state(e, 2, RCPT_BOUNCED, 1, 0, "5.1.1", "host mx[192.0.2.1] said: 550 no");
+	ck_assert_int_eq(spool_update_rcpt(s, e, 0), 0);
+	ck_assert_int_eq(spool_update_rcpt(s, e, 2), 0);
+	/* The crash window: bounced on disk, no notification yet. */
+	ck_assert_int_eq(spool_recover(s, collect_cb, &c), 1);
+	ck_assert_int_eq(c.e[0]->rcpts[0].state, RCPT_BOUNCED);
+	ck_assert(!c.e[0]->rcpts[0].notified);
+	ck_assert(!c.e[0]->rcpts[2].notified);
+	collected_free(&c);
+
+	ck_assert_int_eq(spool_update_notified(s, e, idx, 2), 0);
+	ck_assert_int_eq(spool_update_delay_warned(s, e), 0);
+	ck_assert_int_eq(spool_recover(s, collect_cb, &c), 1);
+	ck_assert(c.e[0]->rcpts[0].notified);
+	ck_assert(!c.e[0]->rcpts[1].notified);
+	ck_assert(c.e[0]->rcpts[2].notified);
+	ck_assert(c.e[0]->delay_warned);
+	collected_free(&c);
+
+	/* Bad arguments: nothing appended. */
+	idx[1] = 3;
+	ASSERT_FAILS_WITH(spool_update_notified(s, e, idx, 2), -1, EINVAL);
+	ASSERT_FAILS_WITH(spool_update_notified(s, e, idx, 0), -1, EINVAL);
+	envelope_free(e);
+	spool_close(s);
+}
+END_TEST
+
+START_TEST(test_spool_notified_many)
+{
+	/* More recipients than fit in the on-stack buffer: one append all the same. */
+	struct spool *s = spool_open(spool_path);
+	struct envelope *e = make_envelope("sender@example.org", 200);
+	struct spool_writer *w = spool_writer_begin(s, e);
+	struct collected c = { .n = 0 };
+	size_t idx[200];
+
+	ck_assert_ptr_nonnull(w);
+	ck_assert_int_eq(spool_writer_write(w, "x\r\n", 3), 0);
+	ck_assert_int_eq(spool_writer_commit(w, e), 0);
+	for (size_t i = 0; i < 200; i++)
+		idx[i] = 199 - i;
+	ck_assert_int_eq(spool_update_notified(s, e, idx, 200), 0);
+	ck_assert_int_eq(spool_recover(s, collect_cb, &c), 1);
+	for (size_t i = 0; i < 200; i++)
+		ck_assert(c.e[0]->rcpts[i].notified);
+	collected_free(&c);
+	envelope_free(e);
+	spool_close(s);
+}
+END_TEST
+
 START_TEST(test_spool_update_missing_message)
 {
 	struct spool *s = spool_open(spool_path);
@@ -1550,6 +1677,9 @@ envelope_suite(void)
 	tcase_add_test(tc, test_id_format_and_uniqueness);
 	tcase_add_test(tc, test_id_valid);
 	tcase_add_test(tc, test_state_hold_record);
+	tcase_add_test(tc, test_state_notified_records);
+	tcase_add_test(tc, test_state_notified_malformed);
+	tcase_add_test(tc, test_state_old_format_owes_dsn);
 	tcase_add_test(tc, test_state_names);
 	suite_add_tcase(s, tc);
 
@@ -1557,6 +1687,8 @@ envelope_suite(void)
 	tcase_set_timeout(sp, 30);
 	tcase_add_test(sp, test_spool_layout);
 	tcase_add_test(sp, test_spool_hold_persists);
+	tcase_add_test(sp, test_spool_notified_persists);
+	tcase_add_test(sp, test_spool_notified_many);
 	tcase_add_test(sp, test_spool_open_fails);
 	tcase_add_test(sp, test_spool_write_commit_recover);
 	tcase_add_test(sp, test_spool_empty_and_small_content);

@@ -566,6 +566,41 @@ START_TEST(test_conf_tls_listen)
 }
 END_TEST
 
+/* postmaster: where RCPT TO:<Postmaster> goes; default postmaster@ the host name. */
+START_TEST(test_conf_postmaster)
+{
+	char *errors;
+	struct conf *c;
+
+	/* The default follows hostname, wherever it is in the file. */
+	c = load("listen = ( { address = \"127.0.0.1\"; port = 25; } );\n"
+	    "hostname = \"relay.test\";\n", &errors);
+	ck_assert_msg(c != NULL, "%s", errors);
+	ck_assert_str_eq(c->postmaster, "postmaster@relay.test");
+	conf_free(c);
+
+	c = load("postmaster = \"noc@example.org\";\nhostname = \"relay.test\";\n", &errors);
+	ck_assert_msg(c != NULL, "%s", errors);
+	ck_assert_str_eq(c->postmaster, "noc@example.org");
+	conf_free(c);
+
+	/* A domain is required (the address is relayed), and no 8-bit (no SMTPUTF8 known). */
+	static const char *bad[] = { "postmaster", "", "noc@", "@example.org", "a b@example.org",
+	    "n\u00f6c@example.org", "<noc@example.org>" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *text = xasprintf("hostname = \"relay.test\";\npostmaster = \"%s\";\n",
+		    bad[i]);
+		c = load(text, &errors);
+		ck_assert_msg(c == NULL, "%s accepted", bad[i]);
+		ck_assert_msg(strstr(errors, "test.conf:2: postmaster: ") != NULL &&
+		    (bad[i][0] == '\0' || strstr(errors, "is not a mail address") != NULL),
+		    "%s: %s", bad[i], errors);
+		free(errors);
+		free(text);
+	}
+}
+END_TEST
+
 START_TEST(test_conf_tls_errors)
 {
 	char *errors;
@@ -676,6 +711,7 @@ inbound_suite(void)
 	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
 	tcase_add_test(tc, test_conf_tls_listen);
 	tcase_add_test(tc, test_conf_tls_errors);
+	tcase_add_test(tc, test_conf_postmaster);
 	tcase_add_test(tc, test_conf_secret_file_modes);
 	suite_add_tcase(s, tc);
 	return s;

@@ -309,6 +309,35 @@ expect_path_error(const char *args, const char *prefix, bool allow_null, bool ut
 		    why, want_why);
 }
 
+/* RFC 5321 4.5.1: RCPT TO:<Postmaster>, no domain, any case; nothing else. */
+START_TEST(test_rcpt_postmaster)
+{
+	char addr[SMTP_PATH_MAX + 1];
+	const char *params = NULL, *why = NULL;
+	static const char *yes[] = { "TO:<Postmaster>", "to:<postmaster>", "To: <POSTMASTER>",
+	    "TO:<poStmASteR>", "TO:<Postmaster>  " };
+	static const char *no[] = { "TO:<Postmaster@>", "TO:<postmaster@example.org>",
+	    "TO:<Postmasters>", "TO:<Postmaste>", "TO:Postmaster", "TO:<\"Postmaster\">",
+	    "TO:<Post master>", "FROM:<Postmaster>", "TO:<Postmaster>x", "TO:<>",
+	    "TO:<@a.example:Postmaster>", "" };
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		/* The ordinary parser refuses it (no domain), so the server asks this one. */
+		ck_assert_int_eq(smtp_parse_path(yes[i], "TO:", false, true, addr, sizeof(addr),
+		    &params, &why), -1);
+		params = NULL;
+		ck_assert_msg(smtp_rcpt_is_postmaster(yes[i], &params), "%s", yes[i]);
+		ck_assert_str_eq(params, "");
+	}
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		ck_assert_msg(!smtp_rcpt_is_postmaster(no[i], &params), "%s", no[i]);
+	/* Parameters follow the path as for any recipient (the server refuses them: 555). */
+	ck_assert(smtp_rcpt_is_postmaster("TO:<Postmaster> NOTIFY=NEVER", &params));
+	ck_assert_str_eq(params, "NOTIFY=NEVER");
+	ck_assert(smtp_rcpt_is_postmaster("TO:<postmaster>", NULL));
+}
+END_TEST
+
 START_TEST(test_path_bad)
 {
 	expect_path_error("FROM:a@b.example", "FROM:", true, false, "Syntax: MAIL FROM:<address>");
@@ -1348,6 +1377,7 @@ smtp_proto_suite(void)
 	tc = tcase_create("path");
 	tcase_add_test(tc, test_path_good);
 	tcase_add_test(tc, test_path_bad);
+	tcase_add_test(tc, test_rcpt_postmaster);
 	tcase_add_test(tc, test_path_lengths);
 	tcase_add_test(tc, test_mail_params_good);
 	tcase_add_loop_test(tc, test_mail_params_bad, 0,
