@@ -50,6 +50,9 @@ struct load {
 };
 
 static char *resolve_path(const char *base_dir, const char *path);
+static char *get_path(struct load *ld, const config_setting_t *s, const char *what);
+static void warn_if_readable(struct load *ld, const config_setting_t *s, const char *what,
+    const char *path, int fd);
 
 static void load_error(struct load *ld, const config_setting_t *s, const char *fmt, ...)
     DR_PRINTF(3, 4);
@@ -758,26 +761,22 @@ auth_file_parse(char *buf, struct conf_transport *t)
 static void
 parse_auth_file(struct load *ld, const config_setting_t *f, struct conf_transport *t)
 {
-	char *v = NULL, buf[4096];
-	struct stat st;
+	char *path, *what, buf[4096];
 	size_t n;
 	FILE *fp;
 
-	if (get_string(ld, f, "auth_file", &v) == -1)
+	if ((path = get_path(ld, f, "auth_file")) == NULL)
 		return;
 	free(t->auth_file);
-	t->auth_file = resolve_path(ld->base_dir, v);
-	free(v);
+	t->auth_file = path;
 	if ((fp = fopen(t->auth_file, "re")) == NULL) {
 		load_error(ld, f, "transport %s: auth_file: cannot read %s: %s", t->name,
 		    t->auth_file, strerror(errno));
 		return;
 	}
-	if (fstat(fileno(fp), &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
-		load_warning(ld, f, "transport %s: auth_file %s is readable by %s (mode %04o); "
-		    "it holds a password: chmod 600 it", t->name, t->auth_file,
-		    (st.st_mode & S_IROTH) ? "everyone" : "its group",
-		    (unsigned)(st.st_mode & 07777));
+	what = xasprintf("transport %s: auth_file", t->name);
+	warn_if_readable(ld, f, what, t->auth_file, fileno(fp));
+	free(what);
 	n = fread(buf, 1, sizeof(buf) - 1, fp);
 	buf[n] = '\0';
 	if (ferror(fp) || !feof(fp))

@@ -726,6 +726,29 @@ session_client_fields(const struct smtp_session *s)
 	    s->auth_mech, user);
 }
 
+/* Waiting for something other than the client: a commit, a password check, an AUTH delay. */
+static bool
+session_waiting(const struct smtp_session *s)
+{
+	return s->state == SESSION_COMMIT || s->auth_checking || s->auth_delayed;
+}
+
+/*
+ * Reads and serves input again once a wait (session_waiting, or output to drain) is
+ * over. Called from inside session_process (a synchronous commit or check), the loop
+ * there carries on by itself.
+ */
+static void
+session_resume(struct smtp_session *s)
+{
+	if (s->state == SESSION_CLOSING || session_waiting(s))
+		return;
+	if (!s->paused)
+		bufferevent_enable(s->bev, EV_READ);
+	if (!s->processing)
+		session_process(s);
+}
+
 /* Back to the command states after the final reply to DATA. */
 static void
 session_data_done(struct smtp_session *s)
@@ -785,11 +808,7 @@ session_commit_done(int error, void *arg)
 		session_reply(s, "451 4.3.0 Error: queue file write error");
 	}
 	session_data_done(s);
-	if (!s->paused)
-		bufferevent_enable(s->bev, EV_READ);
-	/* From the loop (not from inside session_process): serve what was pipelined. */
-	if (!s->processing)
-		session_process(s);
+	session_resume(s); /* what was pipelined behind the message */
 }
 
 /*
@@ -974,9 +993,7 @@ session_auth_delay_cb(evutil_socket_t fd, short what, void *arg)
 		session_close_after_reply(s);
 		return;
 	}
-	if (!s->paused)
-		bufferevent_enable(s->bev, EV_READ);
-	session_process(s);
+	session_resume(s);
 }
 
 /* The answer of the password check (auth_verify.h); the session still exists. */
@@ -997,13 +1014,7 @@ session_auth_checked(bool match, void *arg)
 			session_auth_failed(s, user, "bad user name or password");
 	}
 	free(user);
-	if (s->state == SESSION_CLOSING || s->auth_delayed)
-		return;
-	if (!s->paused)
-		bufferevent_enable(s->bev, EV_READ);
-	/* Inside session_process when the check was synchronous: it carries on itself. */
-	if (!s->processing)
-		session_process(s);
+	session_resume(s);
 }
 
 /*
@@ -1410,14 +1421,11 @@ session_process(struct smtp_session *s)
 static void
 session_process_input(struct smtp_session *s, struct evbuffer *out)
 {
-	while (s->state != SESSION_CLOSING && s->state != SESSION_COMMIT) {
+	while (s->state != SESSION_CLOSING) {
 		bool more;
 
-		/*
-		 * Waiting for the switch to TLS, for a password check, or holding back the
-		 * reply to a failed AUTH.
-		 */
-		if (s->tls_pending || s->auth_checking || s->auth_delayed || s->tls_handshake)
+		/* Waiting for the switch to TLS, a commit, a password check or an AUTH delay. */
+		if (s->tls_pending || s->tls_handshake || session_waiting(s))
 			return;
 		if (s->errors >= s->conf->max_errors) {
 			log_info("too many errors after %s from %s",
@@ -1625,10 +1633,9 @@ session_write_cb(struct bufferevent *bev, void *arg)
 		session_start_tls(s);
 		return;
 	}
-	if (s->paused && !s->auth_delayed && !s->auth_checking) {
+	if (s->paused && !session_waiting(s)) {
 		s->paused = false;
-		bufferevent_enable(s->bev, EV_READ);
-		session_process(s);
+		session_resume(s);
 	}
 }
 
