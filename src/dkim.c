@@ -139,15 +139,6 @@ is_wsp(char c)
 	return c == ' ' || c == '\t';
 }
 
-char *
-dkim_base64(const unsigned char *data, size_t len)
-{
-	char *out = xmalloc(4 * ((len + 2) / 3) + 1);
-
-	EVP_EncodeBlock((unsigned char *)out, data, (int)len);
-	return out;
-}
-
 /* The first OpenSSL error as text, or what. */
 static char *
 ssl_error(const char *what)
@@ -530,11 +521,11 @@ key_public_b64(const struct dkim_key *k)
 	if (k->alg == DKIM_ALG_ED25519_SHA256) {
 		if (EVP_PKEY_get_raw_public_key(k->pkey, raw, &rlen) != 1)
 			return NULL;
-		return dkim_base64(raw, rlen);
+		return dr_base64(raw, rlen);
 	}
 	if ((n = i2d_PUBKEY(k->pkey, &der)) <= 0)
 		return NULL;
-	out = dkim_base64(der, (size_t)n);
+	out = dr_base64(der, (size_t)n);
 	OPENSSL_free(der);
 	return out;
 }
@@ -1161,7 +1152,7 @@ sign_data(const struct dkim_key *k, const char *data, size_t len, char **err)
 		*err = ssl_error("cannot sign");
 		goto out;
 	}
-	out = dkim_base64(sig, siglen);
+	out = dr_base64(sig, siglen);
 out:
 	free(sig);
 	EVP_MD_CTX_free(ctx);
@@ -1281,7 +1272,7 @@ dkim_signer_finish(struct dkim_signer *s, time_t now, char **headers, char **inf
 	}
 	dkim_body_hash_finish(s->body, bh);
 	s->body = NULL;
-	bh64 = dkim_base64(bh, sizeof(bh));
+	bh64 = dr_base64(bh, sizeof(bh));
 	buf_adds(&what, "dkim=signed");
 	for (size_t i = 0; i < nkeys; i++) {
 		if (sign_one(keys[i], fields, nfields, bh64, now, &out, &err) < 0) {

@@ -129,7 +129,4 @@ char *dkim_canon_body_relaxed(const char *in, size_t len, size_t *outlen);
 /* The domain of the (first) address in a From: field value, lower case, or NULL. */
 char *dkim_from_domain(const char *value, size_t len);
 
-/* Standard base64 of len bytes (no line breaks); malloc'd. */
-char *dkim_base64(const unsigned char *data, size_t len);
-
 #endif

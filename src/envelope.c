@@ -204,10 +204,8 @@ envelope_encode(const struct envelope *e, bool padded, size_t pad, size_t *len)
 	}
 	if (ok && e->prepend != NULL && e->prepend[0] != '\0') {
 		/* Header lines with CR LF: base64 keeps them on one record line. */
-		size_t plen = strlen(e->prepend);
-		char *b64 = xmalloc(4 * ((plen + 2) / 3) + 1);
+		char *b64 = dr_base64(e->prepend, strlen(e->prepend));
 
-		EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)e->prepend, (int)plen);
 		ok = envelope_buf_field(&b, "prepend", b64);
 		free(b64);
 	}

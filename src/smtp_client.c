@@ -672,16 +672,6 @@ client_mech_offered(const char *mechs, const char *mech)
 	return false;
 }
 
-/* Base64 (RFC 4648 4) of data[0..len), malloc'd. */
-static char *
-client_b64(const void *data, size_t len)
-{
-	char *out = xmalloc(4 * ((len + 2) / 3) + 1);
-
-	EVP_EncodeBlock((unsigned char *)out, data, (int)len);
-	return out;
-}
-
 /* AUTH PLAIN (RFC 4616) with the initial response, or AUTH LOGIN, as offered. */
 static bool
 client_begin_auth(struct smtp_client *c)
@@ -710,7 +700,7 @@ client_begin_auth(struct smtp_client *c)
 		memcpy(msg + 1, c->p.auth_user, ulen);
 		msg[ulen + 1] = '\0';
 		memcpy(msg + ulen + 2, c->p.auth_pass != NULL ? c->p.auth_pass : "", plen);
-		b64 = client_b64(msg, len);
+		b64 = dr_base64(msg, len);
 		OPENSSL_cleanse(msg, len);
 		free(msg);
 		msg = xasprintf("AUTH PLAIN %s", b64);
@@ -739,7 +729,7 @@ client_on_auth(struct smtp_client *c, struct smtp_reply *rep, enum expect_kind k
 		smtp_reply_clear(rep);
 		client_send_secret(c, kind == EXPECT_AUTH_USER ? EXPECT_AUTH_PASS : EXPECT_AUTH,
 		    kind == EXPECT_AUTH_USER ? "(user name not logged)" : "(password not logged)",
-		    client_b64(secret != NULL ? secret : "", secret != NULL ? strlen(secret) : 0));
+		    dr_base64(secret != NULL ? secret : "", secret != NULL ? strlen(secret) : 0));
 		return true;
 	}
 	if (kind == EXPECT_AUTH && rep->code == 235) {

@@ -677,27 +677,18 @@ spool_update_rcpt(struct spool *s, const struct envelope *e, size_t i)
 int
 spool_update_notified(struct spool *s, const struct envelope *e, const size_t *idx, size_t n)
 {
-	char stackbuf[1024], *rec = stackbuf;
-	size_t size = sizeof(stackbuf), len;
-	int rc, saved;
+	/* "N " SIZE_MAX "\n" fits in 32 bytes (a DSN is rare: no stack buffer games). */
+	size_t size = n * 32 + 1, len;
+	char *rec = xmalloc(size);
+	int rc = -1, saved = EINVAL;
 
-	/* "N " SIZE_MAX "\n" fits in 32 bytes; a long list (many recipients) goes on the heap. */
-	if (n > size / 32) {
-		size = n * 32;
-		rec = xmalloc(size);
+	if (envelope_id_valid(e->id) && n > 0 &&
+	    (len = envelope_encode_notified(e, idx, n, rec, size)) > 0) {
+		/* One append and one fsync for the whole DSN, whatever its number of recipients. */
+		rc = spool_append_state(s, e, rec, len);
+		saved = errno;
 	}
-	if (!envelope_id_valid(e->id) || n == 0 ||
-	    (len = envelope_encode_notified(e, idx, n, rec, size)) == 0) {
-		if (rec != stackbuf)
-			free(rec);
-		errno = EINVAL;
-		return -1;
-	}
-	/* One append and one fsync for the whole DSN, whatever its number of recipients. */
-	rc = spool_append_state(s, e, rec, len);
-	saved = errno;
-	if (rec != stackbuf)
-		free(rec);
+	free(rec);
 	errno = saved;
 	return rc;
 }

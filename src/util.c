@@ -11,6 +11,8 @@
 #include <sys/random.h>
 #include <sys/time.h>
 
+#include <openssl/evp.h>
+
 #include "log.h"
 #include "util.h"
 
@@ -164,4 +166,13 @@ dr_random(uint32_t bound)
 	rng_state ^= rng_state >> 27;
 	uint64_t r = rng_state * 0x2545F4914F6CDD1DULL;
 	return bound ? (uint32_t)((r >> 32) % bound) : 0;
+}
+
+char *
+dr_base64(const void *data, size_t len)
+{
+	char *out = xmalloc(4 * ((len + 2) / 3) + 1);
+
+	EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+	return out;
 }

@@ -33,4 +33,7 @@ void dr_rfc5322_date(time_t t, char *buf, size_t size);
 /* Uniform random number in [0, bound) from a non-cryptographic generator seeded at start. */
 uint32_t dr_random(uint32_t bound);
 
+/* Base64 (RFC 4648 4, no line breaks) of data[0..len), NUL-terminated; caller frees. */
+char *dr_base64(const void *data, size_t len);
+
 #endif
