@@ -89,15 +89,19 @@ tls_queue_text(char *buf, size_t size)
 	ERR_clear_error();
 }
 
-struct tls_ctx *
-tls_ctx_new(const char *ca_file, int min_version, char **err)
+/*
+ * What both sides share: the lowest version; no renegotiation, no compression (CRIME),
+ * no session tickets (each SMTP connection is one long session, and there is no session
+ * cache to resume from); verification recorded, not enforced (see tls.h). NULL + *err.
+ */
+static SSL_CTX *
+tls_ctx_base(const SSL_METHOD *method, int min_version, char **err)
 {
-	struct tls_ctx *t;
 	SSL_CTX *ctx;
 	char why[256];
 
 	ERR_clear_error();
-	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+	if ((ctx = SSL_CTX_new(method)) == NULL) {
 		tls_queue_text(why, sizeof(why));
 		*err = xasprintf("cannot create a TLS context: %s", why);
 		return NULL;
@@ -108,6 +112,30 @@ tls_ctx_new(const char *ca_file, int min_version, char **err)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_NO_TICKET);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	return ctx;
+}
+
+static struct tls_ctx *
+tls_ctx_wrap(SSL_CTX *ctx)
+{
+	struct tls_ctx *t = xcalloc(1, sizeof(*t));
+
+	t->ctx = ctx;
+	return t;
+}
+
+struct tls_ctx *
+tls_ctx_new(const char *ca_file, int min_version, char **err)
+{
+	SSL_CTX *ctx;
+	char why[256];
+
+	if ((ctx = tls_ctx_base(TLS_client_method(), min_version, err)) == NULL)
+		return NULL;
 	if (ca_file != NULL) {
 		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
 			tls_queue_text(why, sizeof(why));
@@ -126,37 +154,17 @@ tls_ctx_new(const char *ca_file, int min_version, char **err)
 		tls_queue_text(why, sizeof(why));
 		log_warn("tls: cannot load the default CA store: %s", why);
 	}
-	/*
-	 * Verification result is recorded, not enforced (see tls.h). No renegotiation, no
-	 * compression (CRIME); session tickets are of no use without a session cache.
-	 */
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-	    SSL_OP_NO_TICKET);
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-	t = xcalloc(1, sizeof(*t));
-	t->ctx = ctx;
-	return t;
+	return tls_ctx_wrap(ctx);
 }
 
 struct tls_ctx *
 tls_server_ctx_new(const char *cert_file, const char *key_file, char **err)
 {
-	struct tls_ctx *t;
 	SSL_CTX *ctx;
 	char why[256];
 
-	ERR_clear_error();
-	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
-		tls_queue_text(why, sizeof(why));
-		*err = xasprintf("cannot create a TLS context: %s", why);
+	if ((ctx = tls_ctx_base(TLS_server_method(), TLS1_2_VERSION, err)) == NULL)
 		return NULL;
-	}
-	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
-		tls_queue_text(why, sizeof(why));
-		*err = xasprintf("cannot set the lowest TLS version: %s", why);
-		goto fail;
-	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
 		tls_queue_text(why, sizeof(why));
 		*err = xasprintf("cannot load the certificate from %s: %s", cert_file, why);
@@ -180,18 +188,10 @@ tls_server_ctx_new(const char *cert_file, const char *key_file, char **err)
 		    key_file, cert_file, why);
 		goto fail;
 	}
-	/*
-	 * No client certificates; no session cache or tickets (each SMTP connection is one
-	 * long session, resumption would save little); no renegotiation, no compression.
-	 */
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	/* No client certificates (SSL_VERIFY_NONE above), no session cache. */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-	    SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE);
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-	t = xcalloc(1, sizeof(*t));
-	t->ctx = ctx;
-	return t;
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	return tls_ctx_wrap(ctx);
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
