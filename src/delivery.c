@@ -397,10 +397,22 @@ on_race(enum race_event ev, int fd, size_t index, const struct race_failure *fai
 }
 
 /* Races over the candidates (of one family only, for a fallback) not known to fail. */
+/* The transport's connection settings, for a race. */
+static struct race_params
+race_params_for(const struct conf_transport *t)
+{
+	struct race_params p = {
+		.attempt_delay_ms = t->attempt_delay_ms,
+		.connect_timeout_ms = t->connect_timeout_s * 1000u,
+		.source4 = t->has_source4 ? &t->source4 : NULL,
+		.source6 = t->has_source6 ? &t->source6 : NULL,
+	};
+	return p;
+}
+
 static void
 start_race(struct delivery *d, int only_family)
 {
-	const struct conf_transport *t = d->transport;
 	struct race_target *list = xcalloc(d->ntargets ? d->ntargets : 1, sizeof(*list));
 	size_t n = 0;
 	for (size_t i = 0; i < d->ntargets; i++) {
@@ -410,12 +422,7 @@ start_race(struct delivery *d, int only_family)
 		d->race_map[n] = i;
 		list[n++] = d->targets[i];
 	}
-	struct race_params p = {
-		.attempt_delay_ms = t->attempt_delay_ms,
-		.connect_timeout_ms = t->connect_timeout_s * 1000u,
-		.source4 = t->has_source4 ? &t->source4 : NULL,
-		.source6 = t->has_source6 ? &t->source6 : NULL,
-	};
+	struct race_params p = race_params_for(d->transport);
 	if (d->race)
 		race_free(d->race);
 	d->state = DELIVERY_CONNECT;
@@ -455,13 +462,7 @@ on_retry_race(enum race_event ev, int fd, size_t index, const struct race_failur
 static void
 start_plaintext_retry(struct delivery *d)
 {
-	const struct conf_transport *t = d->transport;
-	struct race_params p = {
-		.attempt_delay_ms = t->attempt_delay_ms,
-		.connect_timeout_ms = t->connect_timeout_s * 1000u,
-		.source4 = t->has_source4 ? &t->source4 : NULL,
-		.source6 = t->has_source6 ? &t->source6 : NULL,
-	};
+	struct race_params p = race_params_for(d->transport);
 
 	d->retry_target = d->current;
 	if (d->retry_race)
