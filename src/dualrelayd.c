@@ -334,6 +334,19 @@ raise_open_files(const struct conf *c)
 		    c->max_connections, c->queue.max_active);
 }
 
+/* The resolver settings of c (borrowed: c must outlive the resolver's creation). */
+static struct dns_config
+dns_config_of(const struct conf *c)
+{
+	struct dns_config dc = {
+		.servers = (const char *const *)c->dns.servers,
+		.nservers = c->dns.nservers,
+		.timeout_ms = c->dns.timeout_ms,
+		.tries = c->dns.tries,
+	};
+	return dc;
+}
+
 static int
 daemon_start(struct daemon *d, bool foreground)
 {
@@ -352,12 +365,7 @@ daemon_start(struct daemon *d, bool foreground)
 		log_error("cannot create the event loop");
 		return -1;
 	}
-	struct dns_config dc = {
-		.servers = (const char *const *)c->dns.servers,
-		.nservers = c->dns.nservers,
-		.timeout_ms = c->dns.timeout_ms,
-		.tries = c->dns.tries,
-	};
+	struct dns_config dc = dns_config_of(c);
 	d->dns = dns_new(d->base, &dc, &why);
 	if (d->dns == NULL) {
 		log_error("cannot start the DNS resolver: %s", why);
@@ -484,12 +492,7 @@ run_offline(struct conf *c, const char *route_domain)
 {
 	struct offline o = { event_base_new(), 0 };
 	const char *why = NULL;
-	struct dns_config dc = {
-		.servers = (const char *const *)c->dns.servers,
-		.nservers = c->dns.nservers,
-		.timeout_ms = c->dns.timeout_ms,
-		.tries = c->dns.tries,
-	};
+	struct dns_config dc = dns_config_of(c);
 	log_init("dualrelayd", LOG_TARGET_STDERR, route_domain ? LOG_LEVEL_WARN : LOG_LEVEL_INFO);
 	struct dns *dns = dns_new(o.base, &dc, &why);
 	if (dns == NULL) {
@@ -569,12 +572,7 @@ run_dkim_records(struct conf *c, bool check)
 		return 1;
 	}
 	if (check) {
-		struct dns_config dc = {
-			.servers = (const char *const *)c->dns.servers,
-			.nservers = c->dns.nservers,
-			.timeout_ms = c->dns.timeout_ms,
-			.tries = c->dns.tries,
-		};
+		struct dns_config dc = dns_config_of(c);
 		log_init("dualrelayd", LOG_TARGET_STDERR, LOG_LEVEL_WARN);
 		dr.base = event_base_new();
 		if (dr.base == NULL || (dns = dns_new(dr.base, &dc, &why)) == NULL) {
