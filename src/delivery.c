@@ -719,8 +719,8 @@ delivery_start(const struct delivery_env *denv, const struct conf *conf,
 	d->step_ev = event_new(denv->base, -1, 0, on_step, d);
 	d->transport = route_lookup(conf, d->domain);
 	d->state = DELIVERY_RESOLVE;
-	d->nexthop = nexthop_resolve(denv->base, denv->dns, denv->health, conf, d->transport,
-	    d->domain, env->id, on_nexthop, d);
+	d->nexthop = nexthop_resolve(denv->base, denv->dns, denv->health, denv->local, conf,
+	    d->transport, d->domain, env->id, on_nexthop, d);
 	return d;
 }
 

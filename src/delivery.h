@@ -43,6 +43,7 @@ struct delivery_result {
 struct health;
 struct stats;
 struct conncache;
+struct localaddr_cache;
 
 struct delivery_env {
 	struct event_base *base;
@@ -51,6 +52,8 @@ struct delivery_env {
 	struct health *health;   /* may be NULL */
 	struct stats *stats;     /* counters to bump; never NULL */
 	struct conncache *cache; /* idle sessions to reuse; may be NULL (no reuse) */
+	struct localaddr_cache *local; /* this host's addresses (mail loop check); may be
+	                          * NULL (the kernel is asked for every MX address) */
 };
 
 typedef void (*delivery_cb)(struct delivery *d, const struct delivery_result *results,

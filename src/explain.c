@@ -149,7 +149,9 @@ explain_route(struct event_base *base, struct dns *dns, struct health *health,
 		print_family(e, AF_INET);
 	if (t->family != CONF_FAMILY_IPV4)
 		print_family(e, AF_INET6);
-	e->nexthop = nexthop_resolve(base, dns, health, conf, t, e->domain, "route", on_nexthop, e);
+	/* No address snapshot: one resolution per operator request, answered fresh. */
+	e->nexthop = nexthop_resolve(base, dns, health, NULL, conf, t, e->domain, "route",
+	    on_nexthop, e);
 	return e;
 }
 

@@ -130,7 +130,8 @@ mx_plan_append(struct mx_plan *p, const char *host, unsigned preference,
  */
 static size_t
 mx_filter(struct mx_plan *p, const char *host, const struct netaddr *in, size_t n,
-    uint16_t port, bool allow_local, mx_is_local_fn is_local, struct netaddr *keep)
+    uint16_t port, bool allow_local, mx_is_local_fn is_local, void *is_local_ctx,
+    struct netaddr *keep)
 {
 	size_t nkeep = 0;
 
@@ -141,7 +142,7 @@ mx_filter(struct mx_plan *p, const char *host, const struct netaddr *in, size_t 
 		netaddr_set_port(&a, port);
 		if (c != NETADDR_OK)
 			mx_plan_skip(p, host, &a, netaddr_class_name(c));
-		else if (!allow_local && is_local != NULL && is_local(&a))
+		else if (!allow_local && is_local != NULL && is_local(is_local_ctx, &a))
 			mx_plan_skip(p, host, &a, "address of this host (mail loop)");
 		else
 			keep[nkeep++] = a;
@@ -152,18 +153,21 @@ mx_filter(struct mx_plan *p, const char *host, const struct netaddr *in, size_t 
 void
 mx_plan_add_host(struct mx_plan *p, const char *host, unsigned preference,
     const struct netaddr *v4, size_t nv4, const struct netaddr *v6, size_t nv6,
-    enum conf_family policy, uint16_t port, bool allow_local, mx_is_local_fn is_local)
+    enum conf_family policy, uint16_t port, bool allow_local, mx_is_local_fn is_local,
+    void *is_local_ctx)
 {
 	struct netaddr *k4 = NULL, *k6 = NULL;
 	size_t nk4 = 0, nk6 = 0;
 
 	if (mx_policy_allows(policy, AF_INET) && nv4 > 0) {
 		k4 = xcalloc(nv4, sizeof(*k4));
-		nk4 = mx_filter(p, host, v4, nv4, port, allow_local, is_local, k4);
+		nk4 = mx_filter(p, host, v4, nv4, port, allow_local, is_local, is_local_ctx,
+		    k4);
 	}
 	if (mx_policy_allows(policy, AF_INET6) && nv6 > 0) {
 		k6 = xcalloc(nv6, sizeof(*k6));
-		nk6 = mx_filter(p, host, v6, nv6, port, allow_local, is_local, k6);
+		nk6 = mx_filter(p, host, v6, nv6, port, allow_local, is_local, is_local_ctx,
+		    k6);
 	}
 
 	/* RFC 8305 4: alternate families, the preferred one first, the rest at the end. */

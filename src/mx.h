@@ -47,14 +47,16 @@ void mx_plan_clear(struct mx_plan *p);
  * Adds one MX host's addresses (v4 and v6 lists, either may be empty) to the plan,
  * after any hosts added before (so callers add hosts in preference order). Unusable
  * addresses are moved to skipped; with allow_local false, addresses of this host
- * (is_local callback, may be NULL) are skipped too (mail loop). Families the policy
+ * (is_local callback with its is_local_ctx, may be NULL) are skipped too (mail loop),
+ * the callback being asked once per otherwise usable address. Families the policy
  * excludes are left out silently. The kept addresses are interleaved by family,
  * starting with the preferred one (RFC 8305 4).
  */
-typedef bool (*mx_is_local_fn)(const struct netaddr *a);
+typedef bool (*mx_is_local_fn)(void *ctx, const struct netaddr *a);
 void mx_plan_add_host(struct mx_plan *p, const char *host, unsigned preference,
     const struct netaddr *v4, size_t nv4, const struct netaddr *v6, size_t nv6,
-    enum conf_family policy, uint16_t port, bool allow_local, mx_is_local_fn is_local);
+    enum conf_family policy, uint16_t port, bool allow_local, mx_is_local_fn is_local,
+    void *is_local_ctx);
 
 /* The family tried first under a policy (AF_INET6 for "any", as RFC 6724). */
 int mx_preferred_family(enum conf_family policy);

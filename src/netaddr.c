@@ -4,8 +4,9 @@
  * "[2001:db8::1]:25"), CIDR prefixes for relay_networks, and the classification of
  * addresses that a relay must never dial (RFC 6890 special-purpose registries).
  * Nothing here allocates or keeps state; netaddr_is_local() asks the kernel on every
- * call (getifaddrs), because it only runs at configuration check and once per delivery
- * candidate, and a cache would go stale when an operator adds an address.
+ * call (getifaddrs) and is meant for rare questions (configuration check, route
+ * explanations). The delivery path keeps a snapshot refreshed every second instead
+ * (localaddr.c), which owns the caching this module does not.
  */
 #include "config.h"
 
@@ -97,6 +98,20 @@ netaddr_from_sockaddr(struct netaddr *a, const struct sockaddr *sa, socklen_t le
 		a->len = sizeof(struct sockaddr_in6);
 	else
 		a->len = len;
+}
+
+int
+netaddr_from_ip_sockaddr(struct netaddr *a, const struct sockaddr *sa)
+{
+	if (sa == NULL)
+		return -1;
+	if (sa->sa_family == AF_INET)
+		netaddr_from_sockaddr(a, sa, sizeof(struct sockaddr_in));
+	else if (sa->sa_family == AF_INET6)
+		netaddr_from_sockaddr(a, sa, sizeof(struct sockaddr_in6));
+	else
+		return -1;
+	return 0;
 }
 
 /* Points at the 4 or 16 address bytes; *n gets their count (0 for other families). */
@@ -436,17 +451,9 @@ netaddr_is_local(const struct netaddr *a)
 
 	if (getifaddrs(&ifs) == -1)
 		return false;
-	for (ifa = ifs; ifa != NULL && !found; ifa = ifa->ifa_next) {
-		if (ifa->ifa_addr == NULL)
-			continue;
-		if (ifa->ifa_addr->sa_family == AF_INET)
-			netaddr_from_sockaddr(&cur, ifa->ifa_addr, sizeof(struct sockaddr_in));
-		else if (ifa->ifa_addr->sa_family == AF_INET6)
-			netaddr_from_sockaddr(&cur, ifa->ifa_addr, sizeof(struct sockaddr_in6));
-		else
-			continue;
-		found = netaddr_equal(&cur, a);
-	}
+	for (ifa = ifs; ifa != NULL && !found; ifa = ifa->ifa_next)
+		found = netaddr_from_ip_sockaddr(&cur, ifa->ifa_addr) == 0 &&
+		    netaddr_equal(&cur, a);
 	freeifaddrs(ifs);
 	return found;
 }

@@ -3,7 +3,8 @@
  * with optional ports, CIDR prefixes and matching (relay_networks), and classification
  * of destination addresses that must never be dialled (link-local, loopback, ...).
  * Pure: no I/O except netaddr_is_local(), which asks the kernel for this host's
- * addresses (getifaddrs).
+ * addresses (getifaddrs) on every call; delivery asks a short-lived snapshot of them
+ * instead (localaddr.h).
  */
 #ifndef DR_NETADDR_H
 #define DR_NETADDR_H
@@ -44,6 +45,11 @@ void netaddr_set_port(struct netaddr *a, uint16_t port);
 /* Builds from raw address bytes (4 or 16) of the given family. */
 void netaddr_from_bytes(struct netaddr *a, int family, const void *bytes, uint16_t port);
 void netaddr_from_sockaddr(struct netaddr *a, const struct sockaddr *sa, socklen_t len);
+/*
+ * From a sockaddr whose length is known only by its family (getifaddrs): 0 for AF_INET
+ * and AF_INET6, -1 (a untouched) for NULL or any other family.
+ */
+int netaddr_from_ip_sockaddr(struct netaddr *a, const struct sockaddr *sa);
 
 /* Parses a bare address ("192.0.2.1", "2001:db8::1"); returns 0 or -1. */
 int netaddr_parse(struct netaddr *a, const char *text, uint16_t port);
@@ -79,8 +85,9 @@ const char *netaddr_class_name(enum netaddr_class c); /* "link-local address", .
 
 /*
  * True when the address is configured on an interface of this host. Asks the kernel
- * (getifaddrs) on every call, so it never goes stale; callers use it at configuration
- * check and once per delivery candidate, not in a hot loop.
+ * (getifaddrs) on every call, uncached, so it never goes stale: for the configuration
+ * check and route explanations, where a fresh answer matters and the cost does not.
+ * Delivery, which asks for every MX address, uses localaddr.h's snapshot instead.
  */
 bool netaddr_is_local(const struct netaddr *a);
 

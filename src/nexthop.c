@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "health.h"
+#include "localaddr.h"
 #include "log.h"
 #include "nexthop.h"
 #include "util.h"
@@ -26,6 +27,8 @@ struct nexthop {
 	struct event_base *base;
 	struct dns *dns;
 	struct health *health;
+	struct localaddr_cache *local; /* borrowed, may be NULL (ask the kernel each time) */
+	double plan_time;        /* loop time when the plan is built, for local's TTL */
 	const struct conf *conf;
 	const struct conf_transport *t;
 	char *domain;            /* owned, lower case */
@@ -158,6 +161,28 @@ apply_health(struct nexthop *n)
 	free(why);
 }
 
+/* mx_is_local_fn for the plan: the shared snapshot when there is one. */
+static bool
+is_local(void *ctx, const struct netaddr *a)
+{
+	struct nexthop *n = ctx;
+
+	if (n->local == NULL)
+		return netaddr_is_local(a);
+	return localaddr_is_local(n->local, a, n->plan_time);
+}
+
+/* Wall clock as the event loop cached it for this turn (TTL checks need no more). */
+static double
+loop_time(struct event_base *base)
+{
+	struct timeval tv;
+
+	if (event_base_gettimeofday_cached(base, &tv) == -1)
+		return dr_now();
+	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
 static void
 build_plan(struct nexthop *n)
 {
@@ -166,6 +191,7 @@ build_plan(struct nexthop *n)
 	enum conf_family policy = nexthop_policy(n->conf, n->t);
 
 	cancel_lookups(n);
+	n->plan_time = loop_time(n->base);
 	for (size_t h = 0; h < n->nhosts; h++) {
 		struct nexthop_host *host = &n->hosts[h];
 		for (int s = 0; s < 2; s++)
@@ -173,7 +199,7 @@ build_plan(struct nexthop *n)
 				tempfail = true;
 		mx_plan_add_host(&n->plan, host->name, host->preference, n->haddrs[h * 2],
 		    n->hnaddrs[h * 2], n->haddrs[h * 2 + 1], n->hnaddrs[h * 2 + 1], policy,
-		    n->t->port, explicit_relay, netaddr_is_local);
+		    n->t->port, explicit_relay, is_local, n);
 	}
 	for (size_t i = 0; i < n->plan.nskipped; i++) {
 		char a[NETADDR_STRLEN];
@@ -377,13 +403,14 @@ relay_literal(const struct conf_transport *t, struct netaddr *out)
 
 struct nexthop *
 nexthop_resolve(struct event_base *base, struct dns *dns, struct health *health,
-    const struct conf *conf, const struct conf_transport *t, const char *domain,
-    const char *id, nexthop_cb cb, void *arg)
+    struct localaddr_cache *local, const struct conf *conf, const struct conf_transport *t,
+    const char *domain, const char *id, nexthop_cb cb, void *arg)
 {
 	struct nexthop *n = xcalloc(1, sizeof(*n));
 	n->base = base;
 	n->dns = dns;
 	n->health = health;
+	n->local = local;
 	n->conf = conf;
 	n->t = t;
 	n->domain = dr_strlower(xstrdup(domain));

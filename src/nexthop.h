@@ -26,6 +26,7 @@
 
 struct event_base;
 struct health;
+struct localaddr_cache;
 struct nexthop;
 
 #define NEXTHOP_RESOLUTION_DELAY_MS 50
@@ -60,10 +61,15 @@ struct nexthop_result {
 
 typedef void (*nexthop_cb)(struct nexthop *n, const struct nexthop_result *r, void *arg);
 
-/* health may be NULL. id is the queue id for log lines (may be NULL). */
+/*
+ * health may be NULL. local (borrowed, may be NULL) answers which MX addresses are this
+ * host's (mail loop); NULL asks the kernel for every address (netaddr_is_local). id is
+ * the queue id for log lines (may be NULL).
+ */
 struct nexthop *nexthop_resolve(struct event_base *base, struct dns *dns,
-    struct health *health, const struct conf *conf, const struct conf_transport *t,
-    const char *domain, const char *id, nexthop_cb cb, void *arg);
+    struct health *health, struct localaddr_cache *local, const struct conf *conf,
+    const struct conf_transport *t, const char *domain, const char *id, nexthop_cb cb,
+    void *arg);
 void nexthop_free(struct nexthop *n);
 
 /* The ordering policy for a transport: its own, or the global prefer_family for "any". */

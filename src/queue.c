@@ -11,7 +11,9 @@
  *
  * Ownership: the queue owns messages (and their envelopes) and jobs; a job borrows its
  * message, which is never freed while a job of it exists, and holds a conf reference so
- * a reload cannot free the conf under a running delivery.
+ * a reload cannot free the conf under a running delivery. The queue also owns the
+ * snapshot of this host's addresses (localaddr.c) that every delivery borrows for its
+ * mail loop check, so the daemon lists its interfaces at most once a second.
  */
 #include "config.h"
 
@@ -25,6 +27,7 @@
 
 #include "bounce.h"
 #include "delivery.h"
+#include "localaddr.h"
 #include "log.h"
 #include "netaddr.h"
 #include "notify.h"
@@ -99,6 +102,7 @@ struct queue {
 	struct dns *dns;
 	struct health *health;   /* borrowed, may be NULL */
 	struct conncache *cache; /* borrowed, may be NULL */
+	struct localaddr_cache *local; /* owned: this host's addresses, for every delivery */
 	struct conf *conf;       /* referenced */
 	struct queue_msg **heap; /* min-heap on due */
 	size_t nheap, heap_cap;
@@ -707,7 +711,8 @@ job_start(struct queue *q, struct queue_job *j)
 		job_suspend(q, j, dd);
 		return;
 	}
-	struct delivery_env denv = { q->base, q->dns, q->spool, q->health, q->stats, q->cache };
+	struct delivery_env denv = { q->base, q->dns, q->spool, q->health, q->stats, q->cache,
+		q->local };
 	TAILQ_INSERT_TAIL(&q->running, j, entry);
 	q->nrunning++;
 	j->delivery = delivery_start(&denv, j->conf, j->msg->env, j->msg->arrival, j->domain,
@@ -842,6 +847,7 @@ queue_new(const struct queue_deps *deps, struct conf *conf)
 	q->base = deps->base;
 	q->health = deps->health;
 	q->cache = deps->cache;
+	q->local = localaddr_new();
 	q->spool = deps->spool;
 	q->committer = deps->committer;
 	q->dns = deps->dns;
@@ -1079,6 +1085,7 @@ queue_free(struct queue *q)
 		spool_sync(q->spool);
 	event_free(q->sync_ev);
 	event_free(q->wake_ev);
+	localaddr_free(q->local); /* after the deliveries that borrowed it */
 	conf_free(q->conf);
 	free(q);
 }

@@ -121,7 +121,7 @@ plan_for_policy(struct mx_plan *p, enum conf_family policy)
 	struct netaddr v6[] = { addr("2001:db8::1"), addr("2001:db8::2") };
 
 	mx_plan_init(p);
-	mx_plan_add_host(p, "mx.example", 10, v4, 3, v6, 2, policy, 25, false, NULL);
+	mx_plan_add_host(p, "mx.example", 10, v4, 3, v6, 2, policy, 25, false, NULL, NULL);
 }
 
 START_TEST(test_interleave_per_policy)
@@ -176,7 +176,8 @@ START_TEST(test_one_family_empty)
 	struct mx_plan p;
 
 	mx_plan_init(&p);
-	mx_plan_add_host(&p, "mx.example", 0, v4, 2, NULL, 0, CONF_FAMILY_ANY, 587, false, NULL);
+	mx_plan_add_host(&p, "mx.example", 0, v4, 2, NULL, 0, CONF_FAMILY_ANY, 587, false, NULL,
+	    NULL);
 	assert_cands(&p, want, 2);
 	ck_assert_uint_eq(netaddr_port(&p.cand[1].addr), 587);
 	mx_plan_clear(&p);
@@ -191,8 +192,10 @@ START_TEST(test_hosts_in_order)
 	struct mx_plan p;
 
 	mx_plan_init(&p);
-	mx_plan_add_host(&p, "a.example", 10, a4, 1, a6, 1, CONF_FAMILY_ANY, 25, false, NULL);
-	mx_plan_add_host(&p, "b.example", 20, b4, 1, NULL, 0, CONF_FAMILY_ANY, 25, false, NULL);
+	mx_plan_add_host(&p, "a.example", 10, a4, 1, a6, 1, CONF_FAMILY_ANY, 25, false, NULL,
+	    NULL);
+	mx_plan_add_host(&p, "b.example", 20, b4, 1, NULL, 0, CONF_FAMILY_ANY, 25, false, NULL,
+	    NULL);
 	assert_cands(&p, want, 3);
 	ck_assert_str_eq(p.cand[0].host, "a.example");
 	ck_assert_str_eq(p.cand[1].host, "a.example");
@@ -243,7 +246,8 @@ START_TEST(test_skip_unusable)
 	struct mx_plan p;
 
 	mx_plan_init(&p);
-	mx_plan_add_host(&p, "mx.example", 10, v4, 5, v6, 6, CONF_FAMILY_ANY, 25, true, NULL);
+	mx_plan_add_host(&p, "mx.example", 10, v4, 5, v6, 6, CONF_FAMILY_ANY, 25, true, NULL,
+	    NULL);
 	assert_cands(&p, want, 2);
 	ck_assert_uint_eq(p.nskipped, sizeof(skips) / sizeof(skips[0]));
 	for (size_t i = 0; i < sizeof(skips) / sizeof(skips[0]); i++) {
@@ -260,39 +264,52 @@ START_TEST(test_skip_unusable)
 }
 END_TEST
 
-static bool
-is_local_192_0_2_7(const struct netaddr *a)
-{
+/* mx_is_local_fn: ctx is "this host's" address; counts how often it is asked. */
+struct local_ctx {
 	struct netaddr me;
+	unsigned calls;
+};
 
-	ck_assert_int_eq(netaddr_parse(&me, "192.0.2.7", 0), 0);
-	return netaddr_equal(a, &me);
+static bool
+is_local_ctx(void *ctx, const struct netaddr *a)
+{
+	struct local_ctx *l = ctx;
+
+	l->calls++;
+	return netaddr_equal(a, &l->me);
 }
 
 START_TEST(test_skip_local)
 {
-	struct netaddr v4[] = { addr("192.0.2.7"), addr("192.0.2.8") };
+	struct netaddr v4[] = { addr("192.0.2.7"), addr("192.0.2.8"), addr("127.0.0.1") };
 	static const char *const only8[] = { "192.0.2.8" };
 	static const char *const both[] = { "192.0.2.7", "192.0.2.8" };
+	struct local_ctx l = { .me = addr("192.0.2.7") };
 	struct mx_plan p;
 
 	mx_plan_init(&p);
-	mx_plan_add_host(&p, "mx.example", 10, v4, 2, NULL, 0, CONF_FAMILY_ANY, 25, false,
-	    is_local_192_0_2_7);
+	mx_plan_add_host(&p, "mx.example", 10, v4, 3, NULL, 0, CONF_FAMILY_ANY, 25, false,
+	    is_local_ctx, &l);
 	assert_cands(&p, only8, 1);
-	ck_assert_uint_eq(p.nskipped, 1);
+	ck_assert_uint_eq(p.nskipped, 2);
 	ck_assert_str_eq(find_skipped(&p, "192.0.2.7")->why, "address of this host (mail loop)");
+	ck_assert_str_eq(find_skipped(&p, "127.0.0.1")->why, "loopback address");
+	/* The context reaches the callback, asked only for addresses not already unusable. */
+	ck_assert_uint_eq(l.calls, 2);
 	mx_plan_clear(&p);
 
-	/* A transport that may deliver to this host (allow_local) keeps it. */
+	/* A transport that may deliver to this host (allow_local) keeps it, without asking. */
+	l.calls = 0;
 	mx_plan_add_host(&p, "mx.example", 10, v4, 2, NULL, 0, CONF_FAMILY_ANY, 25, true,
-	    is_local_192_0_2_7);
+	    is_local_ctx, &l);
 	assert_cands(&p, both, 2);
 	ck_assert_uint_eq(p.nskipped, 0);
+	ck_assert_uint_eq(l.calls, 0);
 	mx_plan_clear(&p);
 
 	/* No callback: nothing is considered local. */
-	mx_plan_add_host(&p, "mx.example", 10, v4, 2, NULL, 0, CONF_FAMILY_ANY, 25, false, NULL);
+	mx_plan_add_host(&p, "mx.example", 10, v4, 2, NULL, 0, CONF_FAMILY_ANY, 25, false, NULL,
+	    NULL);
 	assert_cands(&p, both, 2);
 	mx_plan_clear(&p);
 }
