@@ -8,21 +8,31 @@
 #     2. -> dualrelayd 127.0.0.1:2525 -> smtp-sink      (lab default configuration)
 #     3. -> Postfix    127.0.0.1:25   -> smtp-sink      (Postfix defaults)
 #
+# BENCH_ROUNDS rounds (default 3), each running the three in turn, so that a slow spell of
+# the machine hits all three alike; the table shows each figure's median over the rounds
+# (peak RSS: the highest), the ratios are those of the medians, and each round's
+# delivered/s is printed too.
+#
 # For each: accepted msg/s (messages / time smtp-source took), delivered msg/s (until the
 # sink counted them all, from the first connection), acceptance-to-delivery latency p50 and
 # p99 (the relays' own delay= log fields), CPU seconds per 1000 messages (dualrelayd: its
-# utime+stime; Postfix: the sum over its processes, from a cgroup when cgroup v2 is
-# writable, else sampled from /proc), and peak RSS (dualrelayd VmHWM; Postfix: the peak of
-# the summed RSS of its processes, sampled every 100 ms). Then the ratios.
+# utime+stime; Postfix: the sum over its master's process tree, sampled from /proc every
+# 100 ms), and peak RSS (dualrelayd VmHWM; Postfix: the peak of the summed RSS of its
+# processes, sampled alike). Then the ratios.
 #
 # Not a test: these machines are noisy. Needs root, the lab's packages (install-deps.sh).
 # Usage: contrib/bench-throughput.sh   (env: BENCH_MESSAGES=5000 BENCH_SESSIONS=20
-#        BENCH_SIZE=4096 BENCH_LIMIT_S=600; BENCH_PERF=FILE also records a perf profile
-#        of dualrelayd during its run, for `perf report -i FILE`)
+#        BENCH_SIZE=4096 BENCH_LIMIT_S=600 BENCH_ROUNDS=3; BENCH_PERF=FILE also records
+#        a perf profile of dualrelayd during its first round, for `perf report -i FILE`;
+#        BENCH_STRACE=FILE counts its system calls instead (strace -c -f: slows it down,
+#        that round's figures are not comparable); BENCH_POSTFIX=0 skips Postfix, for
+#        quick comparisons while working; BENCH_SPOOL_SYNC=file|filesystem sets
+#        dualrelay's spool_sync)
 : "${DR_SRCDIR:=$(cd "$(dirname "$0")/.." && pwd)}"
 : "${DR_BUILDDIR:=$DR_SRCDIR}"
 export DR_SRCDIR DR_BUILDDIR
 : "${BENCH_MESSAGES:=5000}" "${BENCH_SESSIONS:=20}" "${BENCH_SIZE:=4096}" "${BENCH_LIMIT_S:=600}"
+: "${BENCH_ROUNDS:=3}" "${BENCH_POSTFIX:=1}"
 . "$DR_SRCDIR/tests/integration/lab.sh"
 . "$DR_SRCDIR/tests/integration/lab_family.sh"
 
@@ -94,60 +104,100 @@ print("%.3f %.3f" % (q(0.5), q(0.99)))' "$1"
 }
 
 N=$BENCH_MESSAGES
-declare -A ACC DEL P50 P99 CPU RSS
+declare -A ACC DEL P50 P99 CPU RSS   # per peer: one value per round, space-separated
 
-# 1. ceiling
-t=$(source_run 198.51.100.122 25)
-wait_sink ceil "$N" "$BENCH_LIMIT_S" || lab_fail "ceiling: the sink got $(sink_count ceil) of $N"
-ACC[ceiling]=$(calc "$N / $t"); DEL[ceiling]=${ACC[ceiling]}
-P50[ceiling]=-; P99[ceiling]=-; CPU[ceiling]=-; RSS[ceiling]=-
+median() { # numbers... ("-" ignored)
+	python3 -c '
+import sys
+v = sorted(float(x) for x in sys.argv[1:] if x != "-")
+n = len(v)
+print("-" if n == 0 else "%.3f" % (v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2))' "$@"
+}
+
+# record PEER ACC DEL P50 P99 CPU RSS: one round's figures.
+record() {
+	ACC[$1]="${ACC[$1]:-} $2"; DEL[$1]="${DEL[$1]:-} $3"; P50[$1]="${P50[$1]:-} $4"
+	P99[$1]="${P99[$1]:-} $5"; CPU[$1]="${CPU[$1]:-} $6"; RSS[$1]="${RSS[$1]:-} $7"
+}
+
+# The lines a log gained since a mark (its line count then): one round's delays.
+log_since() { tail -n +"$(($2 + 1))" "$1"; }
+lines_of() { wc -l <"$1" 2>/dev/null || echo 0; }
+
+# 1. the ceiling
+run_ceiling() {
+	local base t
+	base=$(sink_count ceil); base=${base:-0}
+	t=$(source_run 198.51.100.122 25)
+	wait_sink ceil "$((base + N))" "$BENCH_LIMIT_S" ||
+		lab_fail "ceiling: the sink got $(($(sink_count ceil) - base)) of $N"
+	record ceiling "$(calc "$N / $t")" "$(calc "$N / $t")" - - - -
+}
 
 # 2. dualrelay, logging at level info like Postfix (the lab's default is debug: a line
 # per SMTP command and reply)
-lab_conf_write "$LAB_DIR/dualrelay.conf"
-sed -i 's/level = "debug";/level = "info";/' "$LAB_DIR/dualrelay.conf"
-lab_daemon_start "$LAB_DIR/dualrelay.conf"
-base=$(sink_count relay); base=${base:-0}
-perf_pid=
-if [ -n "${BENCH_PERF:-}" ]; then
-	perf record -F 999 -g -p "$LAB_DAEMON_PID" -o "$BENCH_PERF" >"$LAB_DIR/perf.out" 2>&1 &
-	perf_pid=$!
-	sleep 0.5
-fi
-c0=$(cpu_of "$LAB_DAEMON_PID")
-t0=$(now)
-t=$(source_run 127.0.0.1 2525)
-wait_sink relay "$((base + N))" "$BENCH_LIMIT_S" || lab_fail "dualrelay: the sink got $(sink_count relay) of $N"
-t1=$(now)
-if [ -n "$perf_pid" ]; then
-	kill -INT "$perf_pid"
-	wait "$perf_pid" || true
-fi
-c1=$(cpu_of "$LAB_DAEMON_PID")
-ACC[dualrelay]=$(calc "$N / $t"); DEL[dualrelay]=$(calc "$N / ($t1 - $t0)")
-sed -n 's/.* delay=\([0-9.]*\), .*status=sent.*/\1/p' "$LAB_LOG" >"$LAB_DIR/dr.delays"
-read -r P50[dualrelay] P99[dualrelay] < <(percentiles "$LAB_DIR/dr.delays")
-CPU[dualrelay]=$(calc "round(($c1 - $c0) * 1000 / $N, 3)")
-RSS[dualrelay]=$(awk '/VmHWM/ {print $2 " kB"}' "/proc/$LAB_DAEMON_PID/status")
-lab_daemon_stop
+dualrelay_start() {
+	lab_conf_write "$LAB_DIR/dualrelay.conf"
+	sed -i 's/level = "debug";/level = "info";/' "$LAB_DIR/dualrelay.conf"
+	# BENCH_SPOOL_SYNC=file|filesystem: how batches are made durable (default auto: the
+	# lab spool shares its file system, so an fsync per file).
+	[ -z "${BENCH_SPOOL_SYNC:-}" ] ||
+		echo "spool_sync = \"$BENCH_SPOOL_SYNC\";" >>"$LAB_DIR/dualrelay.conf"
+	lab_daemon_start "$LAB_DIR/dualrelay.conf"
+}
+
+run_dualrelay() { # ROUND
+	local base mark c0 c1 t0 t1 t p50 p99 perf_pid=
+	base=$(sink_count relay); base=${base:-0}
+	mark=$(lines_of "$LAB_LOG")
+	if [ "$1" = 1 ] && [ -n "${BENCH_PERF:-}" ]; then
+		perf record -F 999 -g -p "$LAB_DAEMON_PID" -o "$BENCH_PERF" >"$LAB_DIR/perf.out" 2>&1 &
+		perf_pid=$!
+		sleep 0.5
+	elif [ "$1" = 1 ] && [ -n "${BENCH_STRACE:-}" ]; then
+		strace -c -f -p "$LAB_DAEMON_PID" -o "$BENCH_STRACE" >"$LAB_DIR/strace.out" 2>&1 &
+		perf_pid=$!
+		sleep 0.5
+	fi
+	c0=$(cpu_of "$LAB_DAEMON_PID")
+	t0=$(now)
+	t=$(source_run 127.0.0.1 2525)
+	wait_sink relay "$((base + N))" "$BENCH_LIMIT_S" ||
+		lab_fail "dualrelay: the sink got $(($(sink_count relay) - base)) of $N"
+	t1=$(now)
+	if [ -n "$perf_pid" ]; then
+		kill -INT "$perf_pid"
+		wait "$perf_pid" || true
+	fi
+	c1=$(cpu_of "$LAB_DAEMON_PID")
+	log_since "$LAB_LOG" "$mark" | sed -n 's/.* delay=\([0-9.]*\), .*status=sent.*/\1/p' \
+		>"$LAB_DIR/dr.delays"
+	read -r p50 p99 < <(percentiles "$LAB_DIR/dr.delays")
+	record dualrelay "$(calc "$N / $t")" "$(calc "$N / ($t1 - $t0)")" "$p50" "$p99" \
+		"$(calc "round(($c1 - $c0) * 1000 / $N, 3)")" \
+		"$(awk '/VmHWM/ {print $2}' "/proc/$LAB_DAEMON_PID/status")"
+}
 
 # 3. Postfix (defaults, relaying by MX through the lab DNS)
-labf_postfix_start relay "$LAB_RELAY" 127.0.0.1 <<'EOF'
+postfix_start() {
+	labf_postfix_start relay "$LAB_RELAY" 127.0.0.1 <<'EOF'
 myhostname = client.example.net
 mydomain = example.net
 myorigin = $myhostname
 mynetworks = 127.0.0.0/8
 relayhost =
 EOF
-pf=$(labf_postfix_dir relay)
-master=$(tr -d ' ' <"$pf/queue/pid/master.pid" 2>/dev/null)
-[ -n "$master" ] || lab_fail "no Postfix master pid"
-# The master's process tree is Postfix; sample its CPU and RSS every 100 ms.
-cat >"$LAB_DIR/sample.py" <<'PYEOF'
+	pf=$(labf_postfix_dir relay)
+	master=$(tr -d ' ' <"$pf/queue/pid/master.pid" 2>/dev/null)
+	[ -n "$master" ] || lab_fail "no Postfix master pid"
+	# The master's process tree is Postfix: its CPU (what each process used while the
+	# sampler watched; processes born meanwhile count whole) and the peak of its summed
+	# RSS, sampled every 100 ms.
+	cat >"$LAB_DIR/sample.py" <<'PYEOF'
 import os, sys, time
 master, out, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 tck = os.sysconf("SC_CLK_TCK"); page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
-cpu = {}; peak = 0
+cpu = {}; first = {}; peak = 0; rounds = 0
 def tree():
     kids = {}
     for p in os.listdir("/proc"):
@@ -166,38 +216,87 @@ while not os.path.exists(stop):
     for p in tree():
         try:
             st = open("/proc/%d/stat" % p).read().rsplit(")", 1)[1].split()
-            cpu[p] = (int(st[11]) + int(st[12])) / tck
+            t = (int(st[11]) + int(st[12])) / tck
+            first.setdefault(p, t if rounds == 0 else 0.0)
+            cpu[p] = t
             rss += int(st[21]) * page_kb
         except OSError:
             pass
     peak = max(peak, rss)
+    rounds += 1
     time.sleep(0.1)
-open(out, "w").write("%.3f %d\n" % (sum(cpu.values()), peak))
+open(out, "w").write("%.3f %d\n" % (sum(cpu[p] - first[p] for p in cpu), peak))
 PYEOF
-python3 "$LAB_DIR/sample.py" "$master" "$LAB_DIR/pf.sample" "$LAB_DIR/pf.stop" &
-sampler=$!
-base=$(sink_count relay); base=${base:-0}
-t0=$(now)
-t=$(source_run 127.0.0.1 25)
-wait_sink relay "$((base + N))" "$BENCH_LIMIT_S" || lab_fail "Postfix: the sink got $(sink_count relay) of $N"
-t1=$(now)
-touch "$LAB_DIR/pf.stop"; wait "$sampler"
-read -r pfcpu pfrss <"$LAB_DIR/pf.sample"
-ACC[postfix]=$(calc "$N / $t"); DEL[postfix]=$(calc "$N / ($t1 - $t0)")
-sed -n 's/.* delay=\([0-9.]*\), .*status=sent.*/\1/p' "$pf/maillog" >"$LAB_DIR/pf.delays"
-read -r P50[postfix] P99[postfix] < <(percentiles "$LAB_DIR/pf.delays")
-CPU[postfix]=$(calc "round($pfcpu * 1000 / $N, 3)")
-RSS[postfix]="$pfrss kB"
+}
 
-printf '\n%d messages of %d bytes, %d client sessions; %s cores, kernel %s\n' "$N" "$BENCH_SIZE" \
-	"$BENCH_SESSIONS" "$(nproc)" "$(uname -r)"
+run_postfix() {
+	local base mark t0 t1 t p50 p99 pfcpu pfrss sampler
+	base=$(sink_count relay); base=${base:-0}
+	mark=$(lines_of "$pf/maillog")
+	rm -f "$LAB_DIR/pf.stop"
+	python3 "$LAB_DIR/sample.py" "$master" "$LAB_DIR/pf.sample" "$LAB_DIR/pf.stop" &
+	sampler=$!
+	sleep 0.3
+	t0=$(now)
+	t=$(source_run 127.0.0.1 25)
+	wait_sink relay "$((base + N))" "$BENCH_LIMIT_S" ||
+		lab_fail "Postfix: the sink got $(($(sink_count relay) - base)) of $N"
+	t1=$(now)
+	touch "$LAB_DIR/pf.stop"; wait "$sampler"
+	read -r pfcpu pfrss <"$LAB_DIR/pf.sample"
+	log_since "$pf/maillog" "$mark" | sed -n 's/.* delay=\([0-9.]*\), .*status=sent.*/\1/p' \
+		>"$LAB_DIR/pf.delays"
+	read -r p50 p99 < <(percentiles "$LAB_DIR/pf.delays")
+	record postfix "$(calc "$N / $t")" "$(calc "$N / ($t1 - $t0)")" "$p50" "$p99" \
+		"$(calc "round($pfcpu * 1000 / $N, 3)")" "$pfrss"
+}
+
+PEERS="ceiling dualrelay"
+dualrelay_start
+if [ "$BENCH_POSTFIX" != 0 ]; then
+	PEERS="$PEERS postfix"
+	postfix_start
+fi
+for r in $(seq 1 "$BENCH_ROUNDS"); do
+	run_ceiling
+	run_dualrelay "$r"
+	[ "$BENCH_POSTFIX" = 0 ] || run_postfix
+	lab_log "round $r of $BENCH_ROUNDS done"
+done
+
+printf '\n%d messages of %d bytes, %d client sessions, median of %d rounds; %s cores, kernel %s\n' \
+	"$N" "$BENCH_SIZE" "$BENCH_SESSIONS" "$BENCH_ROUNDS" "$(nproc)" "$(uname -r)"
 printf '%-10s %12s %13s %9s %9s %12s %12s\n' "" "accepted/s" "delivered/s" "p50 s" "p99 s" \
 	"CPU s/1000" "peak RSS"
-for k in ceiling dualrelay postfix; do
-	printf '%-10s %12.0f %13.0f %9s %9s %12s %12s\n' "$k" "${ACC[$k]}" "${DEL[$k]}" "${P50[$k]}" \
-		"${P99[$k]}" "${CPU[$k]}" "${RSS[$k]}"
+declare -A M
+for k in $PEERS; do
+	# shellcheck disable=SC2086 # word splitting of the per-round lists is the point
+	{
+		M[ACC.$k]=$(median ${ACC[$k]}); M[DEL.$k]=$(median ${DEL[$k]})
+		M[P50.$k]=$(median ${P50[$k]}); M[P99.$k]=$(median ${P99[$k]})
+		M[CPU.$k]=$(median ${CPU[$k]})
+		peak=$(python3 -c '
+import sys
+v = [int(x) for x in sys.argv[1:] if x != "-"]
+print("%d kB" % max(v) if v else "-")' ${RSS[$k]})
+	}
+	printf '%-10s %12.0f %13.0f %9s %9s %12s %12s\n' "$k" "${M[ACC.$k]}" "${M[DEL.$k]}" \
+		"${M[P50.$k]}" "${M[P99.$k]}" "${M[CPU.$k]}" "$peak"
 done
-printf '\nratios: delivered/s dualrelay/Postfix %.2f, dualrelay/ceiling %.2f; accepted/s dualrelay/Postfix %.2f\n' \
-	"$(calc "${DEL[dualrelay]} / ${DEL[postfix]}")" "$(calc "${DEL[dualrelay]} / ${DEL[ceiling]}")" \
-	"$(calc "${ACC[dualrelay]} / ${ACC[postfix]}")"
+printf '\ndelivered/s in each round:\n'
+for k in $PEERS; do
+	printf '  %-10s' "$k"
+	for v in ${DEL[$k]}; do printf ' %7.0f' "$v"; done
+	printf '\n'
+done
+printf '\nratios of the medians: delivered/s dualrelay/ceiling %.2f' \
+	"$(calc "${M[DEL.dualrelay]} / ${M[DEL.ceiling]}")"
+if [ "$BENCH_POSTFIX" != 0 ]; then
+	printf ', dualrelay/Postfix %.2f; accepted/s dualrelay/Postfix %.2f' \
+		"$(calc "${M[DEL.dualrelay]} / ${M[DEL.postfix]}")" \
+		"$(calc "${M[ACC.dualrelay]} / ${M[ACC.postfix]}")"
+fi
+printf '\n'
+lab_daemon_stop
+grep -h "group commit" "$LAB_LOG" | tail -n1 | sed 's/^.*dualrelayd\[info\]: /dualrelay: /' || true
 lab_pass

@@ -596,6 +596,24 @@ parse_prefer_family(struct load *ld, const config_setting_t *s, struct conf *c)
 	free(v);
 }
 
+static void
+parse_spool_sync(struct load *ld, const config_setting_t *s, struct conf *c)
+{
+	char *v = NULL;
+
+	if (get_string(ld, s, "spool_sync", &v) == -1)
+		return;
+	if (strcmp(v, "auto") == 0)
+		c->spool_sync = CONF_SPOOL_SYNC_AUTO;
+	else if (strcmp(v, "file") == 0)
+		c->spool_sync = CONF_SPOOL_SYNC_FILE;
+	else if (strcmp(v, "filesystem") == 0)
+		c->spool_sync = CONF_SPOOL_SYNC_FILESYSTEM;
+	else
+		load_error(ld, s, "spool_sync: unknown mode \"%s\" (auto, file or filesystem)", v);
+	free(v);
+}
+
 /* metrics_listen = "127.0.0.1:9125" (or "[::1]:9125"): the port is required. */
 static void
 parse_metrics_listen(struct load *ld, const config_setting_t *s, struct conf *c)
@@ -1347,6 +1365,8 @@ conf_build(struct load *ld, config_setting_t *root, struct conf *c, const char *
 				    "(local-part@domain, ASCII)", c->postmaster);
 		} else if (strcmp(key, "spool_dir") == 0)
 			get_string(ld, s, "spool_dir", &spool);
+		else if (strcmp(key, "spool_sync") == 0)
+			parse_spool_sync(ld, s, c);
 		else if (strcmp(key, "control_socket") == 0)
 			get_string(ld, s, "control_socket", &control);
 		else if (strcmp(key, "listen") == 0)

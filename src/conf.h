@@ -95,6 +95,13 @@ struct conf_route {
 	int line;
 };
 
+/* spool_sync: fsync each file, or one syncfs per batch (spool_commit.h). */
+enum conf_spool_sync {
+	CONF_SPOOL_SYNC_AUTO,       /* filesystem when spool_dir is a mount point, else file */
+	CONF_SPOOL_SYNC_FILE,
+	CONF_SPOOL_SYNC_FILESYSTEM,
+};
+
 struct conf {
 	unsigned refs;           /* conf_ref/conf_free */
 	char *path;              /* the file this was loaded from */
@@ -103,6 +110,8 @@ struct conf {
 	                            any client; default "postmaster@" hostname */
 	char *spool_dir;         /* absolute (resolved against the config file's directory);
 	                            default /var/spool/dualrelay */
+	enum conf_spool_sync spool_sync; /* how a batch of accepted messages is made durable;
+	                            default auto. Read at start only. */
 	char *control_socket;    /* dualrelayctl's unix socket; default SPOOL/control */
 	bool has_metrics_listen; /* metrics_listen = "ADDR:PORT": Prometheus /metrics over */
 	struct netaddr metrics_listen; /* HTTP (metrics.h); default off. Read at start only. */

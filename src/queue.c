@@ -114,8 +114,6 @@ struct queue {
 	size_t nrunning;
 	struct event *wake_ev;   /* fires at the heap top's due time */
 	struct spool_committer *committer; /* borrowed; may be NULL */
-	struct event *sync_ev;   /* makes this loop turn's removals durable, in one fsync */
-	bool sync_pending;       /* sync_ev is active */
 	struct stats *stats;     /* borrowed counters */
 	struct dead_dest *dead;  /* destinations that just failed to connect */
 	size_t ndead, dead_cap;
@@ -277,26 +275,32 @@ msg_forget(struct queue *q, struct queue_msg *m)
 
 static void queue_insert(struct queue *q, struct envelope *e, double arrival, bool recovered);
 
+/* A removal handed to the commit thread; logged when the files are gone. */
+struct removal {
+	bool by_operator;
+	char id[ENVELOPE_ID_MAX];
+};
+
 static void
-on_sync(evutil_socket_t fd, short what, void *arg)
+on_removed(int error, void *arg)
 {
-	struct queue *q = arg;
-	(void)fd;
-	(void)what;
-	q->sync_pending = false;
-	if (q->committer != NULL)
-		spool_committer_sync(q->committer); /* it logs a failure */
-	else if (spool_sync(q->spool) < 0)
-		log_error("cannot sync the queue directory: %s", strerror(errno));
+	struct removal *r = arg;
+
+	if (error != 0)
+		log_error("%s: cannot remove queue file: %s", r->id, strerror(error));
+	else
+		log_info("%s: removed%s", r->id, r->by_operator ? " by the operator" : "");
+	free(r);
 }
 
 static void
-queue_sync_later(struct queue *q)
+msg_remove(struct queue *q, struct queue_msg *m)
 {
-	if (!q->sync_pending) {
-		q->sync_pending = true;
-		event_active(q->sync_ev, 0, 0);
-	}
+	struct removal *r = xcalloc(1, sizeof(*r));
+
+	r->by_operator = m->deleted;
+	snprintf(r->id, sizeof(r->id), "%s", m->env->id);
+	spool_remove_later(q->committer, q->spool, m->env->id, on_removed, r);
 }
 
 static void
@@ -404,11 +408,7 @@ msg_settle(struct queue *q, struct queue_msg *m)
 		return;
 	}
 	if ((m->deleted || envelope_done(m->env)) && m->notify_retry == 0) {
-		queue_sync_later(q);
-		if (spool_remove(q->spool, m->env->id) < 0)
-			log_error("%s: cannot remove queue file: %s", m->env->id, strerror(errno));
-		else
-			log_info("%s: removed%s", m->env->id, m->deleted ? " by the operator" : "");
+		msg_remove(q, m);
 		msg_forget(q, m);
 		return;
 	}
@@ -857,7 +857,6 @@ queue_new(const struct queue_deps *deps, struct conf *conf)
 	TAILQ_INIT(&q->ready);
 	TAILQ_INIT(&q->running);
 	q->wake_ev = event_new(q->base, -1, 0, on_wake, q);
-	q->sync_ev = event_new(q->base, -1, 0, on_sync, q);
 	return q;
 }
 
@@ -1081,9 +1080,6 @@ queue_free(struct queue *q)
 	while (q->ndead > 0)
 		dead_forget(q, &q->dead[q->ndead - 1]);
 	free(q->dead);
-	if (q->sync_pending)
-		spool_sync(q->spool);
-	event_free(q->sync_ev);
 	event_free(q->wake_ev);
 	localaddr_free(q->local); /* after the deliveries that borrowed it */
 	conf_free(q->conf);

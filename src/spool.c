@@ -47,6 +47,7 @@ struct spool {
 	int tmp_fd;      /* SPOOL/tmp/: messages being received */
 	int queue_fd;    /* SPOOL/queue/: committed messages and their state files */
 	int corrupt_fd;  /* SPOOL/corrupt/: quarantined files, kept for the operator */
+	bool own_fs;     /* SPOOL/ is the root of its file system (a mount point) */
 };
 
 struct spool_writer {
@@ -175,6 +176,17 @@ spool_clean_tmp(struct spool *s)
 
 /* ---- opening ---- */
 
+/* True when dir (an open directory) is a mount point, or the root directory. */
+static bool
+spool_is_mount_point(int dfd)
+{
+	struct stat self, parent;
+
+	if (fstatat(dfd, ".", &self, 0) < 0 || fstatat(dfd, "..", &parent, 0) < 0)
+		return false;
+	return self.st_dev != parent.st_dev || self.st_ino == parent.st_ino;
+}
+
 struct spool *
 spool_open(const char *dir)
 {
@@ -200,6 +212,7 @@ spool_open(const char *dir)
 		goto fail;
 	if (spool_clean_tmp(s) < 0 || spool_fsync_dir(s->tmp_fd) < 0)
 		goto fail;
+	s->own_fs = spool_is_mount_point(s->root_fd);
 	return s;
 
 fail:
@@ -408,8 +421,20 @@ spool_writer_prepare(struct spool_writer *w, struct envelope *e)
 	return 0;
 }
 
+void
+spool_writer_start_writeback(struct spool_writer *w)
+{
+#ifdef SYNC_FILE_RANGE_WRITE
+	/* Only a head start for the fsync that follows, which reports any error. */
+	if (w->error == 0 && w->fd >= 0)
+		(void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+#else
+	(void)w;
+#endif
+}
+
 int
-spool_writer_publish(struct spool_writer *w)
+spool_writer_publish(struct spool_writer *w, bool data_synced)
 {
 	struct spool *s = w->spool;
 	int fd;
@@ -418,7 +443,7 @@ spool_writer_publish(struct spool_writer *w)
 		errno = w->error;
 		return -1;
 	}
-	while (fsync(w->fd) < 0) {
+	while (!data_synced && fsync(w->fd) < 0) {
 		if (errno != EINTR) {
 			spool_writer_fail(w, errno);
 			return -1;
@@ -459,7 +484,7 @@ spool_writer_commit(struct spool_writer *w, struct envelope *e)
 {
 	int err = 0;
 
-	if (spool_writer_prepare(w, e) < 0 || spool_writer_publish(w) < 0 ||
+	if (spool_writer_prepare(w, e) < 0 || spool_writer_publish(w, false) < 0 ||
 	    spool_sync(w->spool) < 0)
 		err = errno;
 	spool_writer_finish(w, err);
@@ -735,6 +760,23 @@ int
 spool_sync(struct spool *s)
 {
 	return spool_fsync_dir(s->queue_fd);
+}
+
+bool
+spool_own_filesystem(const struct spool *s)
+{
+	return s->own_fs;
+}
+
+int
+spool_sync_filesystem(struct spool *s)
+{
+	/* Since Linux 5.8 syncfs reports write-back errors met since tmp_fd was opened. */
+	while (syncfs(s->tmp_fd) < 0) {
+		if (errno != EINTR)
+			return -1;
+	}
+	return 0;
 }
 
 /* ---- recovery ---- */

@@ -10,6 +10,7 @@
 #ifndef DR_SPOOL_H
 #define DR_SPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -48,13 +49,17 @@ int spool_writer_commit(struct spool_writer *w, struct envelope *e);
 /*
  * The steps of a commit. prepare (on the thread that wrote the message): writes what is
  * buffered and e->prepend, sets e->content_size; e is not used after it. publish (on any
- * one thread): fsyncs the file and renames it into queue/; the message is durable only
- * once spool_sync has returned 0 after it. finish: frees w; with error != 0 a published
- * file is taken back out of queue/ (the client hears a 4xx and will send it again), an
- * unpublished one removed from tmp/. prepare and publish: 0 or -1 + errno.
+ * one thread): fsyncs the file (unless data_synced: spool_sync_filesystem returned 0
+ * after prepare) and renames it into queue/; the message is durable only once spool_sync
+ * has returned 0 after it. finish: frees w; with error != 0 a published file is taken
+ * back out of queue/ (the client hears a 4xx and will send it again), an unpublished one
+ * removed from tmp/. prepare and publish: 0 or -1 + errno. start_writeback (optional,
+ * between prepare and publish) starts writing the file out without waiting, so that the
+ * fsyncs of a batch wait for disk writes that are already under way together.
  */
 int spool_writer_prepare(struct spool_writer *w, struct envelope *e);
-int spool_writer_publish(struct spool_writer *w);
+void spool_writer_start_writeback(struct spool_writer *w);
+int spool_writer_publish(struct spool_writer *w, bool data_synced);
 void spool_writer_finish(struct spool_writer *w, int error);
 /* Removes the temporary file and frees w. */
 void spool_writer_abort(struct spool_writer *w);
@@ -85,6 +90,16 @@ int spool_update_hold(struct spool *s, const struct envelope *e);
 int spool_remove(struct spool *s, const char *id);
 /* fsyncs the queue directory (makes removals durable). 0 or -1 + errno. */
 int spool_sync(struct spool *s);
+/*
+ * Flushes everything written to the spool's file system, data and inodes, in one pass
+ * and one disk cache flush (syncfs(2)): for a batch of messages it costs about what two
+ * fsyncs cost, where fsync per file costs a disk round trip or three per file. But it
+ * also waits for whatever else is being written to that file system, so it is meant
+ * for a spool on a file system of its own (spool_own_filesystem). 0 or -1 + errno.
+ */
+int spool_sync_filesystem(struct spool *s);
+/* True when the spool directory is the root of a file system (a mount point). */
+bool spool_own_filesystem(const struct spool *s);
 
 /*
  * Loads every queued message (header + applied state), calling cb with an envelope whose

@@ -17,6 +17,8 @@
 #ifndef DR_SPOOL_COMMIT_H
 #define DR_SPOOL_COMMIT_H
 
+#include <stdbool.h>
+
 #include "envelope.h"
 
 struct event_base;
@@ -27,22 +29,32 @@ struct spool_committer;
 /* error: 0 when the message is durable in queue/, else an errno (it is not queued). */
 typedef void (*spool_commit_cb)(int error, void *arg);
 
-/* Starts the commit thread. NULL + errno. */
-struct spool_committer *spool_committer_new(struct event_base *base, struct spool *s);
+/*
+ * Starts the commit thread. use_syncfs: a batch of several files is made durable with
+ * one syncfs of the spool's file system (spool_sync_filesystem: for a spool on a file
+ * system of its own) instead of one fsync per file. NULL + errno.
+ */
+struct spool_committer *spool_committer_new(struct event_base *base, struct spool *s,
+    bool use_syncfs);
 /* Finishes every commit in flight (their callbacks run), stops the thread, frees. */
 void spool_committer_free(struct spool_committer *c);
 /* Waits until every commit in flight is finished and its callback has run. */
 void spool_committer_drain(struct spool_committer *c);
-/* Commits handed over so far and batches written (for logs and tests). */
+/*
+ * Commits handed over so far, batches written and the time the commit thread spent on
+ * them (for logs and tests).
+ */
 void spool_committer_counts(struct spool_committer *c, unsigned long *commits,
-    unsigned long *batches);
+    unsigned long *batches, double *disk_s);
 
 /*
- * Asks for queue/ to be fsync'd with the next batch: removals of delivered messages are
- * made durable that way without the event loop waiting (nothing waits for them: a
- * removal lost in a crash means a duplicate delivery, never a loss).
+ * Removes a finished message (spool_remove) on the commit thread, made durable by the
+ * next batch's fsync of queue/ (nothing waits for that: a removal lost in a crash means
+ * a duplicate delivery, never a loss). cb runs on the loop thread once the files are
+ * gone (error 0) or could not be removed (an errno); synchronously when c is NULL.
  */
-void spool_committer_sync(struct spool_committer *c);
+void spool_remove_later(struct spool_committer *c, struct spool *s, const char *id,
+    spool_commit_cb cb, void *arg);
 
 /* Commits w (with e's prepend) through c, or synchronously when c is NULL. */
 void spool_commit(struct spool_committer *c, struct spool_writer *w, struct envelope *e,

@@ -28,6 +28,7 @@ bool dr_strcaseprefix(const char *s, const char *prefix);
 /* Wall clock (seconds and fractional) and a monotonic clock in milliseconds. */
 double dr_now(void);
 uint64_t dr_monotonic_ms(void);
+double dr_monotonic(void);   /* seconds, sub-second, CLOCK_MONOTONIC */
 /* RFC 5322 date ("Sun, 22 Nov 2026 09:00:00 +0000") into buf (>= 40 bytes). */
 void dr_rfc5322_date(time_t t, char *buf, size_t size);
 /* Uniform random number in [0, bound) from a non-cryptographic generator seeded at start. */

@@ -130,6 +130,7 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(c->timeouts.data_timeout_s, 300);
 	ck_assert_uint_eq(c->timeouts.smtp_timeout_s, 300);
 	ck_assert_int_eq(c->prefer_family, CONF_FAMILY_ANY);
+	ck_assert_int_eq(c->spool_sync, CONF_SPOOL_SYNC_AUTO);
 	ck_assert_uint_eq(c->nroutes, 0);
 	ck_assert_uint_eq(c->nfamily_fallback_patterns, 0);
 	ck_assert_uint_eq(c->ntransports, 1);
@@ -160,7 +161,7 @@ START_TEST(test_full)
 	    "queue = { retry_min_s = 60; retry_max_s = 60; max_active = 7; };\n"
 	    "timeouts = { smtp_timeout_s = 10; };\n"
 	    "family_fallback_patterns = [ \"go away\", \"no v6\" ];\n"
-	    "prefer_family = \"ipv4\";\n"
+	    "prefer_family = \"ipv4\"; spool_sync = \"filesystem\";\n"
 	    "transports = {\n"
 	    "  default = { family = \"prefer-ipv6\"; port = 2525; };\n"
 	    "  v4 = { family = \"ipv4\"; source4 = \"192.0.2.10\"; helo = \"a.example.net\";\n"
@@ -192,6 +193,7 @@ START_TEST(test_full)
 	ck_assert_uint_eq(c->nfamily_fallback_patterns, 2);
 	ck_assert_str_eq(c->family_fallback_patterns[1], "no v6");
 	ck_assert_int_eq(c->prefer_family, CONF_FAMILY_PREFER_IPV4);
+	ck_assert_int_eq(c->spool_sync, CONF_SPOOL_SYNC_FILESYSTEM);
 	ck_assert_uint_eq(c->ntransports, 3);
 
 	t = conf_transport_find(c, "default");
@@ -344,6 +346,8 @@ static const struct {
 	{ "log = {\n target = \"file\"; };", "t.conf:2: log.target: unknown target \"file\"" },
 	{ "dns = { retries = 3; };", "t.conf:1: unknown key \"retries\" in dns" },
 	{ "prefer_family = \"ipx\";", "t.conf:1: prefer_family: unknown family \"ipx\"" },
+	{ "spool_sync = \"fdatasync\";",
+	  "t.conf:1: spool_sync: unknown mode \"fdatasync\" (auto, file or filesystem)" },
 	{ "hostname = \"-bad-.example\";", "t.conf:1: hostname: \"-bad-.example\" is not a host name" },
 	{ "family_fallback_patterns = [ \"\" ];",
 	  "t.conf:1: family_fallback_patterns: must not be empty" },

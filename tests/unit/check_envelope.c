@@ -812,6 +812,15 @@ collect_cb(struct envelope *e, void *arg)
 	c->e[c->n++] = e;
 }
 
+/* Checks a recovered message is whole (20 bytes of content, as gc_writer writes). */
+static void
+recover_free(struct envelope *e, void *arg)
+{
+	(void)arg;
+	ck_assert_uint_eq(e->content_size, 20);
+	envelope_free(e);
+}
+
 static void
 collected_free(struct collected *c)
 {
@@ -1497,10 +1506,13 @@ gc_wait(struct event_base *base, struct gc_result *r, int n)
 
 START_TEST(test_group_commit_many)
 {
-	/* Many commits handed over at once: all durable, each callback once, in order. */
+	/*
+	 * Many commits handed over at once: all durable, each callback once, in order;
+	 * with an fsync per file (_i 0) and with one syncfs per batch (_i 1).
+	 */
 	struct event_base *base = event_base_new();
 	struct spool *s = spool_open(spool_path);
-	struct spool_committer *c = spool_committer_new(base, s);
+	struct spool_committer *c = spool_committer_new(base, s, _i == 1);
 	struct envelope *e[40];
 	struct gc_arg args[40];
 	struct gc_result r = { 0 };
@@ -1521,7 +1533,9 @@ START_TEST(test_group_commit_many)
 		ck_assert(spool_file_exists("queue", e[i]->id));
 	}
 	ck_assert_int_eq(count_entries("tmp"), 0);
-	spool_committer_counts(c, &commits, &batches);
+	double disk_s;
+	spool_committer_counts(c, &commits, &batches, &disk_s);
+	ck_assert(disk_s > 0);
 	ck_assert_uint_eq(commits, 40);
 	ck_assert_uint_ge(batches, 1);
 	ck_assert_uint_le(batches, 40);
@@ -1529,6 +1543,10 @@ START_TEST(test_group_commit_many)
 	spool_close(s);
 
 	ck_assert_int_eq(count_entries("queue"), 40);
+	/* What was committed reads back whole. */
+	s = spool_open(spool_path);
+	ck_assert_int_eq(spool_recover(s, recover_free, NULL), 40);
+	spool_close(s);
 	for (int i = 0; i < 40; i++)
 		envelope_free(e[i]);
 	event_base_free(base);
@@ -1560,7 +1578,7 @@ START_TEST(test_group_commit_failures_are_per_message)
 	 */
 	struct event_base *base = event_base_new();
 	struct spool *s = spool_open(spool_path);
-	struct spool_committer *c = spool_committer_new(base, s);
+	struct spool_committer *c = spool_committer_new(base, s, false);
 	struct envelope *e[3];
 	struct gc_arg args[3];
 	struct gc_result r = { 0 };
@@ -1598,7 +1616,7 @@ START_TEST(test_group_commit_batch_fails_together)
 	 */
 	struct event_base *base = event_base_new();
 	struct spool *s = spool_open(spool_path);
-	struct spool_committer *c = spool_committer_new(base, s);
+	struct spool_committer *c = spool_committer_new(base, s, false);
 	struct envelope *e[4];
 	struct gc_arg args[4];
 	struct gc_result r = { 0 };
@@ -1628,7 +1646,7 @@ START_TEST(test_group_commit_free_drains)
 	/* Freed with commits in flight: their callbacks run first and the files are in. */
 	struct event_base *base = event_base_new();
 	struct spool *s = spool_open(spool_path);
-	struct spool_committer *c = spool_committer_new(base, s);
+	struct spool_committer *c = spool_committer_new(base, s, false);
 	struct envelope *e[10];
 	struct gc_arg args[10];
 	struct gc_result r = { 0 };
@@ -1638,16 +1656,83 @@ START_TEST(test_group_commit_free_drains)
 		args[i] = (struct gc_arg){ &r, i };
 		spool_commit(c, gc_writer(s, e[i], 0), e[i], gc_done, &args[i]);
 	}
-	spool_committer_sync(c);
+	/* A removal in flight too (of a message that is not there: its error comes back). */
+	struct gc_arg rm = { &r, 10 };
+	spool_remove_later(c, s, "0000000000000000", gc_done, &rm);
 	spool_committer_free(c);
-	ck_assert_int_eq(r.calls, 10);
+	ck_assert_int_eq(r.calls, 11);
 	for (int i = 0; i < 10; i++) {
 		ck_assert_int_eq(r.errors[i], 0);
 		ck_assert(spool_file_exists("queue", e[i]->id));
 		envelope_free(e[i]);
 	}
+	ck_assert_int_eq(r.order[10], 10);
+	ck_assert_int_eq(r.errors[10], ENOENT);
 	spool_close(s);
 	event_base_free(base);
+}
+END_TEST
+
+START_TEST(test_remove_later)
+{
+	/*
+	 * Removals go through the commit thread, in one batch with commits: the files (and
+	 * a state file) are gone when the callback runs, the others stay; without a
+	 * committer the removal is done before spool_remove_later returns.
+	 */
+	struct event_base *base = event_base_new();
+	struct spool *s = spool_open(spool_path);
+	struct spool_committer *c = spool_committer_new(base, s, false);
+	struct envelope *e[5];
+	struct gc_arg args[10];
+	struct gc_result r = { 0 };
+
+	for (int i = 0; i < 5; i++) {
+		e[i] = make_envelope("s@x", 1);
+		args[i] = (struct gc_arg){ &r, i };
+		spool_commit(c, gc_writer(s, e[i], 0), e[i], gc_done, &args[i]);
+	}
+	gc_wait(base, &r, 5);
+	ck_assert_int_eq(spool_update_rcpt(s, e[0], 0), 0);
+	ck_assert_int_eq(count_entries("queue"), 6);
+	args[5] = (struct gc_arg){ &r, 5 };
+	args[6] = (struct gc_arg){ &r, 6 };
+	spool_remove_later(c, s, e[0]->id, gc_done, &args[5]);
+	spool_remove_later(c, s, e[1]->id, gc_done, &args[6]);
+	ck_assert_int_eq(r.calls, 5); /* never from inside spool_remove_later */
+	gc_wait(base, &r, 7);
+	ck_assert_int_eq(r.errors[5], 0);
+	ck_assert_int_eq(r.errors[6], 0);
+	ck_assert_int_eq(count_entries("queue"), 3);
+	ck_assert(!spool_file_exists("queue", e[0]->id));
+	ck_assert(!spool_file_exists("queue", e[1]->id));
+	ck_assert(spool_file_exists("queue", e[2]->id));
+
+	args[7] = (struct gc_arg){ &r, 7 };
+	spool_remove_later(NULL, s, e[2]->id, gc_done, &args[7]);
+	ck_assert_int_eq(r.calls, 8);
+	ck_assert_int_eq(r.errors[7], 0);
+	ck_assert(!spool_file_exists("queue", e[2]->id));
+	args[8] = (struct gc_arg){ &r, 8 };
+	spool_remove_later(NULL, s, "not an id", gc_done, &args[8]);
+	ck_assert_int_eq(r.errors[8], EINVAL);
+
+	spool_committer_free(c);
+	for (int i = 0; i < 5; i++)
+		envelope_free(e[i]);
+	spool_close(s);
+	event_base_free(base);
+}
+END_TEST
+
+START_TEST(test_spool_own_filesystem)
+{
+	/* A directory under the test's temporary directory is not a mount point. */
+	struct spool *s = spool_open(spool_path);
+
+	ck_assert_ptr_nonnull(s);
+	ck_assert(!spool_own_filesystem(s));
+	spool_close(s);
 }
 END_TEST
 
@@ -1704,7 +1789,9 @@ envelope_suite(void)
 	tcase_add_test(sp, test_spool_commit_dir_vanished);
 	tcase_add_test(sp, test_spool_write_error);
 	tcase_add_test(sp, test_spool_commit_error_at_flush);
-	tcase_add_test(sp, test_group_commit_many);
+	tcase_add_loop_test(sp, test_group_commit_many, 0, 2);
+	tcase_add_test(sp, test_remove_later);
+	tcase_add_test(sp, test_spool_own_filesystem);
 	tcase_add_test(sp, test_group_commit_synchronous);
 	tcase_add_test(sp, test_group_commit_failures_are_per_message);
 	tcase_add_test(sp, test_group_commit_batch_fails_together);
