@@ -52,7 +52,8 @@ struct spool {
 
 struct spool_writer {
 	struct spool *spool;  /* not owned */
-	int fd;               /* tmp/ID, write-only; -1 once closed */
+	int fd;               /* tmp/ID, write-only; -1 before it is created and once closed */
+	bool created;         /* tmp/ID was created by this writer (and is removed on failure) */
 	char id[ENVELOPE_ID_MAX];
 	char *buf;            /* owned, SPOOL_WBUF_SIZE bytes */
 	size_t used;          /* bytes pending in buf */
@@ -249,9 +250,29 @@ spool_writer_fail(struct spool_writer *w, int err)
 {
 	if (w->error == 0) {
 		w->error = err;
-		unlinkat(w->spool->tmp_fd, w->id, 0);
+		if (w->created)
+			unlinkat(w->spool->tmp_fd, w->id, 0);
 	}
 	errno = err;
+}
+
+/*
+ * Creates tmp/ID. Exclusively: the id was checked free in queue/ when it was given, and
+ * ids of one process never repeat, so EEXIST here means a leftover of another process
+ * with the same clock reading; the message then fails (the client hears a 4xx).
+ */
+static int
+spool_writer_create(struct spool_writer *w)
+{
+	if (w->fd >= 0)
+		return 0;
+	w->fd = openat(w->spool->tmp_fd, w->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (w->fd < 0) {
+		spool_writer_fail(w, errno);
+		return -1;
+	}
+	w->created = true;
+	return 0;
 }
 
 static int
@@ -261,7 +282,11 @@ spool_writer_flush(struct spool_writer *w)
 		errno = w->error;
 		return -1;
 	}
-	if (w->used > 0 && spool_write_all(w->fd, w->buf, w->used) < 0) {
+	if (w->used == 0)
+		return 0;
+	if (spool_writer_create(w) < 0)
+		return -1;
+	if (spool_write_all(w->fd, w->buf, w->used) < 0) {
 		spool_writer_fail(w, errno);
 		return -1;
 	}
@@ -296,26 +321,27 @@ spool_writer_begin_reserve(struct spool *s, struct envelope *e, size_t reserve)
 	struct spool_writer *w;
 	char state[SPOOL_NAME_MAX], *hdr;
 	size_t hlen;
-	int fd = -1;
 
-	for (int tries = 0; fd < 0; tries++) {
+	for (int tries = 0;; tries++) {
 		if (tries == SPOOL_ID_TRIES) {
 			errno = EEXIST;
 			return NULL;
 		}
 		envelope_new_id(e->id);
 		spool_state_name(e->id, state);
-		/* A name taken in queue/ (or by a leftover state file) is as taken as in tmp/. */
-		if (spool_exists(s->queue_fd, e->id) || spool_exists(s->queue_fd, state))
-			continue;
-		fd = openat(s->tmp_fd, e->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (fd < 0 && errno != EEXIST)
-			return NULL;
+		/* A name taken in queue/ (or by a leftover state file) is taken. */
+		if (!spool_exists(s->queue_fd, e->id) && !spool_exists(s->queue_fd, state))
+			break;
 	}
 
+	/*
+	 * tmp/ID is created only when the buffer first fills up, or by the commit thread
+	 * when the whole message fits in it (most mail): creating a file waits for the
+	 * file system's allocator, which the event loop should not do once per message.
+	 */
 	w = xcalloc(1, sizeof(*w));
 	w->spool = s;
-	w->fd = fd;
+	w->fd = -1;
 	memcpy(w->id, e->id, sizeof(w->id));
 	w->buf = xmalloc(SPOOL_WBUF_SIZE);
 
@@ -406,19 +432,64 @@ spool_writer_rewrite_header(struct spool_writer *w, const struct envelope *e)
 	return 0;
 }
 
+/*
+ * The same for a message still wholly in the buffer, which starts with the header: the
+ * new header is copied over the old one. 0 or -1 + errno.
+ */
+static int
+spool_writer_rewrite_buffered_header(struct spool_writer *w, const struct envelope *e)
+{
+	size_t len, bare;
+	char *hdr;
+
+	if ((hdr = envelope_encode_header_padded(e, 0, &bare)) == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	free(hdr);
+	if (bare > w->header_len) {
+		errno = EOVERFLOW;
+		return -1;
+	}
+	hdr = envelope_encode_header_padded(e, w->header_len - bare, &len);
+	if (hdr == NULL || len != w->header_len || w->used < len) {
+		free(hdr);
+		errno = EINVAL;
+		return -1;
+	}
+	memcpy(w->buf, hdr, len);
+	free(hdr);
+	return 0;
+}
+
 int
 spool_writer_prepare(struct spool_writer *w, struct envelope *e)
 {
-	if (spool_writer_flush(w) < 0)
+	if (w->error != 0) {
+		errno = w->error;
+		return -1;
+	}
+	/* A message in a file of its own is completed now; one still in memory stays. */
+	if (w->fd >= 0 && spool_writer_flush(w) < 0)
 		return -1;
 	/* Left unsigned, the padded header stands as written. */
-	if (w->reserved && e->prepend != NULL && spool_writer_rewrite_header(w, e) < 0) {
+	if (w->reserved && e->prepend != NULL &&
+	    (w->fd >= 0 ? spool_writer_rewrite_header(w, e) :
+	    spool_writer_rewrite_buffered_header(w, e)) < 0) {
 		spool_writer_fail(w, errno);
 		return -1;
 	}
 	e->content_size = w->written - w->header_len +
 	    (e->prepend != NULL ? strlen(e->prepend) : 0);
 	return 0;
+}
+
+int
+spool_writer_write_out(struct spool_writer *w)
+{
+	if (spool_writer_flush(w) < 0)
+		return -1;
+	return spool_writer_create(w);
 }
 
 void
@@ -439,10 +510,8 @@ spool_writer_publish(struct spool_writer *w, bool data_synced)
 	struct spool *s = w->spool;
 	int fd;
 
-	if (w->error != 0) {
-		errno = w->error;
+	if (spool_writer_write_out(w) < 0)
 		return -1;
-	}
 	while (!data_synced && fsync(w->fd) < 0) {
 		if (errno != EINTR) {
 			spool_writer_fail(w, errno);
@@ -497,7 +566,7 @@ spool_writer_abort(struct spool_writer *w)
 {
 	if (w == NULL)
 		return;
-	if (w->error == 0)
+	if (w->error == 0 && w->created)
 		unlinkat(w->spool->tmp_fd, w->id, 0);
 	spool_writer_free(w);
 }

@@ -47,17 +47,21 @@ int spool_writer_write(struct spool_writer *w, const void *data, size_t len);
  */
 int spool_writer_commit(struct spool_writer *w, struct envelope *e);
 /*
- * The steps of a commit. prepare (on the thread that wrote the message): writes what is
- * buffered and e->prepend, sets e->content_size; e is not used after it. publish (on any
- * one thread): fsyncs the file (unless data_synced: spool_sync_filesystem returned 0
- * after prepare) and renames it into queue/; the message is durable only once spool_sync
- * has returned 0 after it. finish: frees w; with error != 0 a published file is taken
- * back out of queue/ (the client hears a 4xx and will send it again), an unpublished one
- * removed from tmp/. prepare and publish: 0 or -1 + errno. start_writeback (optional,
- * between prepare and publish) starts writing the file out without waiting, so that the
- * fsyncs of a batch wait for disk writes that are already under way together.
+ * The steps of a commit. prepare (on the thread that wrote the message): puts e->prepend
+ * in the header, sets e->content_size, and completes the file if the message needed one
+ * already; e is not used after it. write_out (on the thread that publishes): creates
+ * tmp/ID and writes what is still in memory (a message smaller than the writer's buffer
+ * is never on disk before this). publish (on that thread): write_out if not done, fsyncs
+ * the file (unless data_synced: spool_sync_filesystem returned 0 after write_out) and
+ * renames it into queue/; the message is durable only once spool_sync has returned 0
+ * after it. finish: frees w; with error != 0 a published file is taken back out of
+ * queue/ (the client hears a 4xx and will send it again), an unpublished one removed
+ * from tmp/. prepare, write_out and publish: 0 or -1 + errno. start_writeback
+ * (optional, between write_out and publish) starts writing the file out without
+ * waiting, so that the fsyncs of a batch wait for disk writes already under way.
  */
 int spool_writer_prepare(struct spool_writer *w, struct envelope *e);
+int spool_writer_write_out(struct spool_writer *w);
 void spool_writer_start_writeback(struct spool_writer *w);
 int spool_writer_publish(struct spool_writer *w, bool data_synced);
 void spool_writer_finish(struct spool_writer *w, int error);

@@ -105,9 +105,14 @@ sync_batch_data(struct spool_committer *c, struct commit_job *batch)
 {
 	size_t nfiles = 0;
 
-	for (struct commit_job *j = batch; j != NULL; j = j->next)
-		if (j->w != NULL)
+	for (struct commit_job *j = batch; j != NULL; j = j->next) {
+		if (j->w == NULL || j->error != 0)
+			continue;
+		if (spool_writer_write_out(j->w) < 0)
+			j->error = errno;
+		else
 			nfiles++;
+	}
 	if (nfiles < 2)
 		return false;
 	if (c->use_syncfs) {
@@ -116,12 +121,12 @@ sync_batch_data(struct spool_committer *c, struct commit_job *batch)
 		int err = errno;
 		log_error("cannot sync the spool's file system: %s", strerror(err));
 		for (struct commit_job *j = batch; j != NULL; j = j->next)
-			if (j->w != NULL)
+			if (j->w != NULL && j->error == 0)
 				j->error = err;
 		return false;
 	}
 	for (struct commit_job *j = batch; j != NULL; j = j->next)
-		if (j->w != NULL)
+		if (j->w != NULL && j->error == 0)
 			spool_writer_start_writeback(j->w);
 	return false;
 }

@@ -980,6 +980,47 @@ START_TEST(test_spool_write_commit_recover)
 }
 END_TEST
 
+START_TEST(test_spool_prepend_memory_and_file)
+{
+	/*
+	 * The prepend (DKIM fields) goes into the reserved room of the header of a message
+	 * still in memory (_i 0) and of one already in tmp/ (_i 1); the content is intact.
+	 */
+	struct spool *s = spool_open(spool_path);
+	struct envelope *e = make_envelope("s@x", 1);
+	size_t len = _i == 0 ? 100 : 200000;
+	char *content = make_content(len), *back;
+	const char *prepend = "X-Prepended: yes\r\n";
+	struct spool_writer *w = spool_writer_begin_reserve(s, e, 64);
+	struct collected c = { .n = 0 };
+	size_t blen;
+	int fd;
+
+	ck_assert_ptr_nonnull(w);
+	write_chunks(w, content, len);
+	ck_assert_int_eq(count_entries("tmp"), _i);
+	e->prepend = xstrdup(prepend);
+	ck_assert_int_eq(spool_writer_commit(w, e), 0);
+	ck_assert_uint_eq(e->content_size, len + strlen(prepend));
+	spool_close(s);
+
+	s = spool_open(spool_path);
+	ck_assert_int_eq(spool_recover(s, collect_cb, &c), 1);
+	ck_assert_str_eq(c.e[0]->prepend, prepend);
+	fd = spool_open_content(s, c.e[0]);
+	ck_assert_int_ge(fd, 0);
+	read_all_fd(fd, &back, &blen);
+	close(fd);
+	ck_assert_uint_eq(blen, len);
+	ck_assert(memcmp(back, content, len) == 0);
+	free(back);
+	collected_free(&c);
+	envelope_free(e);
+	free(content);
+	spool_close(s);
+}
+END_TEST
+
 START_TEST(test_spool_empty_and_small_content)
 {
 	struct spool *s = spool_open(spool_path);
@@ -1032,18 +1073,25 @@ END_TEST
 
 START_TEST(test_spool_abort)
 {
+	/*
+	 * A message smaller than the writer's buffer has no file until it is committed
+	 * (_i 0); a larger one has (_i 1). Aborted, neither leaves anything.
+	 */
 	struct spool *s = spool_open(spool_path);
 	struct envelope *e = make_envelope("s@x", 1);
 	struct spool_writer *w = spool_writer_begin(s, e);
 	struct collected c = { .n = 0 };
+	size_t len = _i == 0 ? 4 : 100000;
+	char *data = make_content(len);
 
 	ck_assert_ptr_nonnull(w);
-	ck_assert_int_eq(spool_writer_write(w, "data", 4), 0);
-	ck_assert_int_eq(count_entries("tmp"), 1);
+	ck_assert_int_eq(spool_writer_write(w, data, len), 0);
+	ck_assert_int_eq(count_entries("tmp"), _i);
 	spool_writer_abort(w);
 	ck_assert_int_eq(count_entries("tmp"), 0);
 	ck_assert_int_eq(count_entries("queue"), 0);
 	ck_assert_int_eq(spool_recover(s, collect_cb, &c), 0);
+	free(data);
 	envelope_free(e);
 	spool_close(s);
 }
@@ -1070,8 +1118,10 @@ START_TEST(test_spool_tmp_cleaned)
 	struct collected c = { .n = 0 };
 
 	/* A crash mid-receipt: the writer is never committed nor aborted. */
+	char *partial = make_content(100000); /* more than the buffer: in tmp/ already */
 	ck_assert_ptr_nonnull(w);
-	ck_assert_int_eq(spool_writer_write(w, "partial", 7), 0);
+	ck_assert_int_eq(spool_writer_write(w, partial, 100000), 0);
+	free(partial);
 	write_spool_file("tmp", "0000000000000000", "x", 1);
 	ck_assert_int_eq(count_entries("tmp"), 2);
 
@@ -1347,8 +1397,10 @@ START_TEST(test_spool_commit_fd_closed)
 	struct spool_writer *w = spool_writer_begin(s, e);
 	int fd;
 
+	char *data = make_content(100000); /* more than the buffer: the file is open */
 	ck_assert_ptr_nonnull(w);
-	ck_assert_int_eq(spool_writer_write(w, "some data\r\n", 11), 0);
+	ck_assert_int_eq(spool_writer_write(w, data, 100000), 0);
+	free(data);
 	fd = find_writer_fd(e->id);
 	ck_assert_int_ge(fd, 0);
 	close(fd);
@@ -1367,10 +1419,14 @@ START_TEST(test_spool_commit_dir_vanished)
 	struct spool_writer *w = spool_writer_begin(s, e);
 	char path[PATH_MAX];
 
+	/* _i 0: a small message, created at commit; _i 1: one in tmp/ already. */
+	size_t len = _i == 0 ? 11 : 100000;
+	char *data = make_content(len);
 	ck_assert_ptr_nonnull(w);
-	ck_assert_int_eq(spool_writer_write(w, "some data\r\n", 11), 0);
+	ck_assert_int_eq(spool_writer_write(w, data, len), 0);
+	free(data);
 	snprintf(path, sizeof(path), "%s/tmp/%s", spool_path, e->id);
-	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(unlink(path) == 0, _i == 1);
 	snprintf(path, sizeof(path), "%s/tmp", spool_path);
 	ck_assert_int_eq(rmdir(path), 0);
 	ASSERT_FAILS_WITH(spool_writer_commit(w, e), -1, ENOENT);
@@ -1777,8 +1833,9 @@ envelope_suite(void)
 	tcase_add_test(sp, test_spool_open_fails);
 	tcase_add_test(sp, test_spool_write_commit_recover);
 	tcase_add_test(sp, test_spool_empty_and_small_content);
+	tcase_add_loop_test(sp, test_spool_prepend_memory_and_file, 0, 2);
 	tcase_add_test(sp, test_spool_recover_order);
-	tcase_add_test(sp, test_spool_abort);
+	tcase_add_loop_test(sp, test_spool_abort, 0, 2);
 	tcase_add_test(sp, test_spool_begin_rejects_bad_envelope);
 	tcase_add_test(sp, test_spool_tmp_cleaned);
 	tcase_add_test(sp, test_spool_update_rcpt);
@@ -1786,7 +1843,7 @@ envelope_suite(void)
 	tcase_add_test(sp, test_spool_remove);
 	tcase_add_test(sp, test_spool_corrupt);
 	tcase_add_test(sp, test_spool_commit_fd_closed);
-	tcase_add_test(sp, test_spool_commit_dir_vanished);
+	tcase_add_loop_test(sp, test_spool_commit_dir_vanished, 0, 2);
 	tcase_add_test(sp, test_spool_write_error);
 	tcase_add_test(sp, test_spool_commit_error_at_flush);
 	tcase_add_loop_test(sp, test_group_commit_many, 0, 2);
