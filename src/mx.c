@@ -124,6 +124,30 @@ mx_plan_append(struct mx_plan *p, const char *host, unsigned preference,
 	c->addr = *a;
 }
 
+const char *
+mx_addr_unusable(const struct netaddr *a, bool allow_local, mx_is_local_fn is_local,
+    void *is_local_ctx)
+{
+	enum netaddr_class c = netaddr_classify(a);
+
+	if (c != NETADDR_OK)
+		return netaddr_class_name(c);
+	if (!allow_local && is_local != NULL && is_local(is_local_ctx, a))
+		return "address of this host (mail loop)";
+	return NULL;
+}
+
+bool
+mx_any_usable(const struct netaddr *a, size_t n, enum conf_family policy, bool allow_local,
+    mx_is_local_fn is_local, void *is_local_ctx)
+{
+	for (size_t i = 0; i < n; i++)
+		if (mx_policy_allows(policy, netaddr_family(&a[i])) &&
+		    mx_addr_unusable(&a[i], allow_local, is_local, is_local_ctx) == NULL)
+			return true;
+	return false;
+}
+
 /*
  * Copies the dialable addresses of one family into keep[] (with the port set) and
  * records the others in the plan's skipped list. Returns how many were kept.
@@ -137,13 +161,12 @@ mx_filter(struct mx_plan *p, const char *host, const struct netaddr *in, size_t 
 
 	for (size_t i = 0; i < n; i++) {
 		struct netaddr a = in[i];
-		enum netaddr_class c = netaddr_classify(&a);
+		const char *why;
 
 		netaddr_set_port(&a, port);
-		if (c != NETADDR_OK)
-			mx_plan_skip(p, host, &a, netaddr_class_name(c));
-		else if (!allow_local && is_local != NULL && is_local(is_local_ctx, &a))
-			mx_plan_skip(p, host, &a, "address of this host (mail loop)");
+		why = mx_addr_unusable(&a, allow_local, is_local, is_local_ctx);
+		if (why != NULL)
+			mx_plan_skip(p, host, &a, why);
 		else
 			keep[nkeep++] = a;
 	}

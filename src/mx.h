@@ -58,6 +58,18 @@ void mx_plan_add_host(struct mx_plan *p, const char *host, unsigned preference,
     enum conf_family policy, uint16_t port, bool allow_local, mx_is_local_fn is_local,
     void *is_local_ctx);
 
+/*
+ * Why the plan would not dial a: a static reason ("link-local address", "address of this
+ * host (mail loop)", ...), or NULL when it may be dialled. The same test
+ * mx_plan_add_host() applies (families aside), so callers deciding whether answers gave
+ * anything worth dialling (RFC 8305 3 in nexthop.c) agree with the plan they will get.
+ */
+const char *mx_addr_unusable(const struct netaddr *a, bool allow_local,
+    mx_is_local_fn is_local, void *is_local_ctx);
+/* True when the plan would keep at least one of a[0..n) under policy (see above). */
+bool mx_any_usable(const struct netaddr *a, size_t n, enum conf_family policy,
+    bool allow_local, mx_is_local_fn is_local, void *is_local_ctx);
+
 /* The family tried first under a policy (AF_INET6 for "any", as RFC 6724). */
 int mx_preferred_family(enum conf_family policy);
 

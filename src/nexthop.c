@@ -28,7 +28,8 @@ struct nexthop {
 	struct dns *dns;
 	struct health *health;
 	struct localaddr_cache *local; /* borrowed, may be NULL (ask the kernel each time) */
-	double plan_time;        /* loop time when the plan is built, for local's TTL */
+	double plan_time;        /* loop time of the latest local-address questions (the
+	                          * plan, or whether answers are usable), for local's TTL */
 	const struct conf *conf;
 	const struct conf_transport *t;
 	char *domain;            /* owned, lower case */
@@ -231,13 +232,36 @@ build_plan(struct nexthop *n)
 	report(n, NEXTHOP_DEFER, tempfail ? "4.4.3" : "4.4.4", why);
 }
 
+/*
+ * Did the answers of one family give an address the plan would dial? Asks exactly what
+ * build_plan's mx_plan_add_host() will, so the decision to build never rests on
+ * addresses the plan then sets aside.
+ */
 static bool
-slot_has_addresses(const struct nexthop *n, int slot)
+slot_has_usable(struct nexthop *n, int slot)
 {
+	enum conf_family policy = nexthop_policy(n->conf, n->t);
+	bool allow_local = n->t->relay_host != NULL;
+
+	n->plan_time = loop_time(n->base);
 	for (size_t h = 0; h < n->nhosts; h++)
-		if (n->hnaddrs[h * 2 + slot] > 0)
+		if (mx_any_usable(n->haddrs[h * 2 + slot], n->hnaddrs[h * 2 + slot], policy,
+		    allow_local, is_local, n))
 			return true;
 	return false;
+}
+
+enum nexthop_step
+nexthop_step(size_t pending_pref, bool usable_pref, size_t pending_other, bool usable_other)
+{
+	if (pending_pref == 0 && pending_other == 0)
+		return NEXTHOP_STEP_BUILD;
+	if (pending_pref == 0 && usable_pref)
+		return NEXTHOP_STEP_BUILD;
+	/* The preferred family is still out, or gave nothing to dial: only the other can. */
+	if (pending_other == 0 && usable_other)
+		return NEXTHOP_STEP_DELAY;
+	return NEXTHOP_STEP_WAIT;
 }
 
 static void
@@ -257,18 +281,22 @@ maybe_build(struct nexthop *n)
 	int pref = n->preferred_slot, other = !pref;
 	if (n->built)
 		return;
-	if (n->pending[0] == 0 && n->pending[1] == 0) {
+	/* Usability only matters for a finished family; asking costs local-address checks. */
+	bool usable_pref = n->pending[pref] == 0 && slot_has_usable(n, pref);
+	bool usable_other = n->pending[other] == 0 && slot_has_usable(n, other);
+
+	switch (nexthop_step(n->pending[pref], usable_pref, n->pending[other], usable_other)) {
+	case NEXTHOP_STEP_BUILD:
 		build_plan(n);
-		return;
-	}
-	if (n->pending[pref] == 0 && slot_has_addresses(n, pref)) {
-		build_plan(n);
-		return;
-	}
-	if (n->pending[other] == 0 && slot_has_addresses(n, other) &&
-	    !event_pending(n->delay_ev, EV_TIMEOUT, NULL)) {
-		struct timeval tv = { 0, NEXTHOP_RESOLUTION_DELAY_MS * 1000 };
-		event_add(n->delay_ev, &tv);
+		break;
+	case NEXTHOP_STEP_DELAY:
+		if (!event_pending(n->delay_ev, EV_TIMEOUT, NULL)) {
+			struct timeval tv = { 0, NEXTHOP_RESOLUTION_DELAY_MS * 1000 };
+			event_add(n->delay_ev, &tv);
+		}
+		break;
+	case NEXTHOP_STEP_WAIT:
+		break;
 	}
 }
 

@@ -7,9 +7,12 @@
  * and families the health memory says to avoid moved to the end.
  *
  * RFC 8305 3: the plan is built as soon as the preferred family's answers are in (when
- * they gave addresses), or 50 ms (the Resolution Delay) after the other family's answers
- * when the preferred family is still outstanding, so a slow or broken AAAA lookup does
- * not hold mail back. Answers arriving later are not waited for.
+ * they gave addresses the plan would dial), or 50 ms (the Resolution Delay) after the
+ * other family's answers gave such addresses while the preferred family is still
+ * outstanding, so a slow or broken AAAA lookup does not hold mail back. Answers arriving
+ * later are not waited for. Addresses that would only be skipped (link-local, loopback,
+ * this host's own) count as no answer: an MX publishing an unusable AAAA must not make
+ * the plan start before the A records that could carry the mail are in.
  *
  * Used by delivery (for real) and by route explanations (to show an operator what the
  * next delivery would do). The caller owns the nexthop (nexthop_free, allowed inside the
@@ -19,6 +22,7 @@
 #define DR_NEXTHOP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "conf.h"
 #include "dns.h"
@@ -71,6 +75,21 @@ struct nexthop *nexthop_resolve(struct event_base *base, struct dns *dns,
     const struct conf_transport *t, const char *domain, const char *id, nexthop_cb cb,
     void *arg);
 void nexthop_free(struct nexthop *n);
+
+/*
+ * RFC 8305 3 as a pure decision, taken after every address answer: given, per family
+ * (preferred and other), how many lookups are outstanding and whether the finished ones
+ * gave an address the plan would dial (mx_any_usable: a link-local AAAA or one of this
+ * host's own addresses counts as none), build the plan now, start the Resolution Delay
+ * (build when it ends unless the preferred family finishes first), or wait.
+ */
+enum nexthop_step {
+	NEXTHOP_STEP_WAIT,  /* wait for more answers */
+	NEXTHOP_STEP_BUILD, /* build the plan now */
+	NEXTHOP_STEP_DELAY, /* build it NEXTHOP_RESOLUTION_DELAY_MS from now at the latest */
+};
+enum nexthop_step nexthop_step(size_t pending_pref, bool usable_pref, size_t pending_other,
+    bool usable_other);
 
 /* The ordering policy for a transport: its own, or the global prefer_family for "any". */
 enum conf_family nexthop_policy(const struct conf *conf, const struct conf_transport *t);

@@ -1,6 +1,7 @@
 /*
  * check_mx: unit tests of mx.c: MX ordering and shuffling (RFC 5321 5.1), null MX
- * (RFC 7505), and the candidate plan (family interleaving per policy, skipped addresses).
+ * (RFC 7505), the candidate plan (family interleaving per policy, skipped addresses), and
+ * the usability test nexthop shares with the plan.
  */
 #include "config.h"
 
@@ -315,6 +316,75 @@ START_TEST(test_skip_local)
 }
 END_TEST
 
+/*
+ * The usability test nexthop asks before building (RFC 8305 3) is the plan's own: same
+ * reason for every address, and "any usable" exactly when the plan keeps a candidate.
+ */
+START_TEST(test_addr_unusable_agrees_with_plan)
+{
+	static const char *const texts[] = {
+		"127.0.0.1", "169.254.1.1", "224.0.0.1", "0.0.0.0", "192.0.2.7", "192.0.2.9",
+		"fe80::1", "::1", "::ffff:192.0.2.1", "ff02::1", "::", "2001:db8::7", "2001:db8::9",
+	};
+	struct local_ctx l = { .me = addr("192.0.2.7") };
+
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		struct netaddr a = addr(texts[i]);
+		bool v6 = netaddr_family(&a) == AF_INET6;
+
+		for (int allow_local = 0; allow_local < 2; allow_local++) {
+			struct mx_plan p;
+			const char *why = mx_addr_unusable(&a, allow_local, is_local_ctx, &l);
+
+			mx_plan_init(&p);
+			mx_plan_add_host(&p, "mx.example", 10, v6 ? NULL : &a, v6 ? 0 : 1,
+			    v6 ? &a : NULL, v6 ? 1 : 0, CONF_FAMILY_ANY, 25, allow_local,
+			    is_local_ctx, &l);
+			if (why == NULL) {
+				ck_assert_msg(p.ncand == 1, "%s: usable but not a candidate", texts[i]);
+			} else {
+				ck_assert_msg(p.ncand == 0 && p.nskipped == 1, "%s: %s but kept",
+				    texts[i], why);
+				ck_assert_str_eq(p.skipped[0].why, why);
+			}
+			ck_assert(mx_any_usable(&a, 1, CONF_FAMILY_ANY, allow_local, is_local_ctx,
+			    &l) == (p.ncand > 0));
+			mx_plan_clear(&p);
+		}
+	}
+	ck_assert_str_eq(mx_addr_unusable(&l.me, false, is_local_ctx, &l),
+	    "address of this host (mail loop)");
+	ck_assert_ptr_null(mx_addr_unusable(&l.me, true, is_local_ctx, &l));
+	struct netaddr ll = addr("fe80::1");
+	ck_assert_str_eq(mx_addr_unusable(&ll, true, NULL, NULL), "link-local address");
+}
+END_TEST
+
+/* A family's answers count only when one address in them would be dialled. */
+START_TEST(test_any_usable)
+{
+	struct netaddr junk6[] = { addr("fe80::1"), addr("::1") };
+	struct netaddr mixed6[] = { addr("fe80::1"), addr("2001:db8::9") };
+	struct netaddr own6[] = { addr("2001:db8::1"), addr("fe80::1") };
+	struct netaddr v4[] = { addr("192.0.2.9") };
+	struct local_ctx l = { .me = addr("2001:db8::1") };
+
+	ck_assert(!mx_any_usable(NULL, 0, CONF_FAMILY_ANY, false, NULL, NULL));
+	ck_assert(!mx_any_usable(junk6, 2, CONF_FAMILY_ANY, true, NULL, NULL));
+	ck_assert(mx_any_usable(mixed6, 2, CONF_FAMILY_ANY, false, is_local_ctx, &l));
+	/* This host's own address (mail loop) is no better than a link-local one... */
+	ck_assert(!mx_any_usable(own6, 2, CONF_FAMILY_ANY, false, is_local_ctx, &l));
+	/* ...unless the transport may deliver to this host. */
+	ck_assert(mx_any_usable(own6, 2, CONF_FAMILY_ANY, true, is_local_ctx, &l));
+	/* Families the policy leaves out count as nothing. */
+	ck_assert(!mx_any_usable(mixed6, 2, CONF_FAMILY_IPV4, false, NULL, NULL));
+	ck_assert(mx_any_usable(mixed6, 2, CONF_FAMILY_IPV6, false, NULL, NULL));
+	ck_assert(mx_any_usable(mixed6, 2, CONF_FAMILY_PREFER_IPV4, false, NULL, NULL));
+	ck_assert(!mx_any_usable(v4, 1, CONF_FAMILY_IPV6, false, NULL, NULL));
+	ck_assert(mx_any_usable(v4, 1, CONF_FAMILY_ANY, false, NULL, NULL));
+}
+END_TEST
+
 static Suite *
 mx_suite(void)
 {
@@ -330,6 +400,8 @@ mx_suite(void)
 	tcase_add_test(tc, test_hosts_in_order);
 	tcase_add_test(tc, test_skip_unusable);
 	tcase_add_test(tc, test_skip_local);
+	tcase_add_test(tc, test_addr_unusable_agrees_with_plan);
+	tcase_add_test(tc, test_any_usable);
 	suite_add_tcase(s, tc);
 	return s;
 }
