@@ -48,6 +48,7 @@ struct spool {
 	int queue_fd;    /* SPOOL/queue/: committed messages and their state files */
 	int corrupt_fd;  /* SPOOL/corrupt/: quarantined files, kept for the operator */
 	bool own_fs;     /* SPOOL/ is the root of its file system (a mount point) */
+	bool noreplace;  /* renameat2(RENAME_NOREPLACE) works here */
 };
 
 struct spool_writer {
@@ -177,6 +178,34 @@ spool_clean_tmp(struct spool *s)
 
 /* ---- opening ---- */
 
+/*
+ * Whether the file system refuses a rename over an existing name by itself
+ * (RENAME_NOREPLACE: ext4, xfs, btrfs, tmpfs; not NFS). A rename of a name that does not
+ * exist tells: ENOENT when the flag is understood, EINVAL when it is not.
+ */
+static bool
+spool_probe_noreplace(struct spool *s)
+{
+#ifdef RENAME_NOREPLACE
+	return renameat2(s->tmp_fd, ".dualrelay-probe", s->queue_fd, ".dualrelay-probe",
+	    RENAME_NOREPLACE) < 0 && errno == ENOENT;
+#else
+	(void)s;
+	return false;
+#endif
+}
+
+/* Renames tmp/ID to queue/ID, never over an existing queue/ID when the system can say. */
+static int
+spool_rename_in(struct spool *s, const char *id)
+{
+#ifdef RENAME_NOREPLACE
+	if (s->noreplace)
+		return renameat2(s->tmp_fd, id, s->queue_fd, id, RENAME_NOREPLACE);
+#endif
+	return renameat(s->tmp_fd, id, s->queue_fd, id);
+}
+
 /* True when dir (an open directory) is a mount point, or the root directory. */
 static bool
 spool_is_mount_point(int dfd)
@@ -214,6 +243,7 @@ spool_open(const char *dir)
 	if (spool_clean_tmp(s) < 0 || spool_fsync_dir(s->tmp_fd) < 0)
 		goto fail;
 	s->own_fs = spool_is_mount_point(s->root_fd);
+	s->noreplace = spool_probe_noreplace(s);
 	return s;
 
 fail:
@@ -328,8 +358,16 @@ spool_writer_begin_reserve(struct spool *s, struct envelope *e, size_t reserve)
 			return NULL;
 		}
 		envelope_new_id(e->id);
+		/*
+		 * Ids of one process never repeat, and orphan state files are removed at
+		 * start; what is left is a queue/ID of an earlier process whose clock ran
+		 * ahead of ours. Where the rename into queue/ refuses to replace, that is
+		 * caught there (the message fails, the client tries again) without two
+		 * lookups here per message; elsewhere the names are looked up now.
+		 */
+		if (s->noreplace)
+			break;
 		spool_state_name(e->id, state);
-		/* A name taken in queue/ (or by a leftover state file) is taken. */
 		if (!spool_exists(s->queue_fd, e->id) && !spool_exists(s->queue_fd, state))
 			break;
 	}
@@ -525,7 +563,7 @@ spool_writer_publish(struct spool_writer *w, bool data_synced)
 		spool_writer_fail(w, errno);
 		return -1;
 	}
-	if (renameat(s->tmp_fd, w->id, s->queue_fd, w->id) < 0) {
+	if (spool_rename_in(s, w->id) < 0) {
 		spool_writer_fail(w, errno);
 		return -1;
 	}

@@ -1412,6 +1412,33 @@ START_TEST(test_spool_commit_fd_closed)
 }
 END_TEST
 
+START_TEST(test_spool_commit_never_replaces)
+{
+	/*
+	 * A queue/ID that appeared after the id was given (an earlier process's clock ran
+	 * ahead) is never replaced: the commit fails, the old file stays as it was.
+	 */
+	struct spool *s = spool_open(spool_path);
+	struct envelope *e = make_envelope("s@x", 1);
+	struct spool_writer *w = spool_writer_begin(s, e);
+	char path[PATH_MAX], buf[8];
+	FILE *f;
+
+	ck_assert_ptr_nonnull(w);
+	ck_assert_int_eq(spool_writer_write(w, "new\r\n", 5), 0);
+	write_spool_file("queue", e->id, "old", 3);
+	ASSERT_FAILS_WITH(spool_writer_commit(w, e), -1, EEXIST);
+	snprintf(path, sizeof(path), "%s/queue/%s", spool_path, e->id);
+	ck_assert_ptr_nonnull(f = fopen(path, "r"));
+	ck_assert_uint_eq(fread(buf, 1, sizeof(buf), f), 3);
+	ck_assert(memcmp(buf, "old", 3) == 0);
+	fclose(f);
+	ck_assert_int_eq(count_entries("tmp"), 0);
+	envelope_free(e);
+	spool_close(s);
+}
+END_TEST
+
 START_TEST(test_spool_commit_dir_vanished)
 {
 	struct spool *s = spool_open(spool_path);
@@ -1844,6 +1871,7 @@ envelope_suite(void)
 	tcase_add_test(sp, test_spool_corrupt);
 	tcase_add_test(sp, test_spool_commit_fd_closed);
 	tcase_add_loop_test(sp, test_spool_commit_dir_vanished, 0, 2);
+	tcase_add_test(sp, test_spool_commit_never_replaces);
 	tcase_add_test(sp, test_spool_write_error);
 	tcase_add_test(sp, test_spool_commit_error_at_flush);
 	tcase_add_loop_test(sp, test_group_commit_many, 0, 2);
