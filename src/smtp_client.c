@@ -18,6 +18,13 @@
  * the client: a flag on the stack tells the running handler to touch nothing more.
  * Sessions are logged at debug level only: the caller logs outcomes.
  *
+ * In plaintext the client writes its commands and the message itself, straight to the
+ * socket, once per callback, from a zero-delay event (client_flush_cb, bev_direct.h):
+ * libevent would otherwise change the socket's epoll interest twice per command batch.
+ * The bufferevent writes only what the kernel did not take at once, and streams a body
+ * larger than one fill (BODY_HIGH_WATER) as it always did. After each drain
+ * client_output_drained refills the body or starts the final-reply clock.
+ *
  * STARTTLS (RFC 3207) swaps the plain socket bufferevent for an OpenSSL one on the same
  * fd once the server said 220; the handshake is one more expected "reply" (EXPECT_TLS),
  * so the same timer bounds it, and the EHLO after it starts from a clean slate. AUTH
@@ -42,6 +49,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
+#include "bev_direct.h"
 #include "envelope.h"
 #include "log.h"
 #include "netaddr.h"
@@ -111,6 +119,7 @@ struct smtp_client {
 	bool dot_queued;              /* the end-of-data sequence is in the output */
 
 	struct event *timer;          /* reply timeout; after the result: QUIT linger */
+	struct event *flush_ev;       /* plaintext: writes the output (client_flush_cb) */
 	struct smtp_client_result result;
 	bool *dead;                   /* set while the callback runs; smtp_client_free marks it */
 	bool idle;                    /* kept open after a transaction (keep_open), no QUIT */
@@ -127,6 +136,14 @@ static bool client_body_fill(struct smtp_client *);
 static void client_read_cb(struct bufferevent *, void *);
 static void client_write_cb(struct bufferevent *, void *);
 static void client_event_cb(struct bufferevent *, short, void *);
+
+/* Output was queued: in plaintext, write it once the running callback is done. */
+static void
+client_queued(struct smtp_client *c)
+{
+	if (!c->tls_on)
+		event_active(c->flush_ev, EV_WRITE, 1);
+}
 
 const char *
 smtp_client_stage_name(enum smtp_client_stage s)
@@ -330,6 +347,7 @@ client_send(struct smtp_client *c, enum expect_kind kind, size_t rcpt, const cha
 	evbuffer_add_printf(bufferevent_get_output(c->bev), "%s\r\n", line);
 	free(line);
 	expect_push(c, kind, rcpt);
+	client_queued(c);
 }
 
 /* Like client_send for a line carrying credentials: logged as shown; line is wiped and
@@ -346,6 +364,7 @@ client_send_secret(struct smtp_client *c, enum expect_kind kind, const char *sho
 	OPENSSL_cleanse(line, len);
 	free(line);
 	expect_push(c, kind, 0);
+	client_queued(c);
 }
 
 /*
@@ -371,14 +390,8 @@ client_write_now(struct smtp_client *c, const char *text)
 		return;
 	}
 	evbuffer_add(out, text, len);
-	/*
-	 * A bufferevent keeps the start of its output frozen; libevent's own write path
-	 * thaws it around each write in just this way. A short or failed write leaves the
-	 * rest to the bufferevent, which is fine.
-	 */
-	evbuffer_unfreeze(out, 1);
-	(void)evbuffer_write(out, bufferevent_getfd(c->bev));
-	evbuffer_freeze(out, 1);
+	/* A short write leaves the rest to the bufferevent; a failed one is ignored. */
+	(void)bev_direct_flush(c->bev);
 }
 
 /* Body bytes that actually left our buffer: the server may have the (partial) message. */
@@ -933,6 +946,7 @@ client_on_data(struct smtp_client *c, struct smtp_reply *rep)
 		if (rep->code == 354) {
 			log_debug("smtp_client: %s: > .", c->peer);
 			evbuffer_add(out, ".\r\n", 3);
+			client_queued(c);
 		}
 		smtp_reply_clear(rep);
 		if (!c->outcome_set) {
@@ -1079,6 +1093,7 @@ client_body_fill(struct smtp_client *c)
 		evbuffer_add(out, c->stuffed, m);
 		c->body_queued += m;
 	}
+	client_queued(c);
 	client_rearm(c);
 	return true;
 }
@@ -1144,18 +1159,69 @@ client_read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
+/*
+ * The output drained (all of it, or below BODY_LOW_WATER while the body streams): more
+ * of the body, or the final-reply clock once the end of data has left. Returns false
+ * when the client was freed.
+ */
+static bool
+client_output_drained(struct smtp_client *c)
+{
+	if (c->state != CLIENT_BODY)
+		return true;
+	if (c->dot_queued) {
+		client_rearm(c);   /* end of data written: start the final-reply clock */
+		return true;
+	}
+	if (!client_body_fill(c))
+		return false;
+	/*
+	 * Still more to come: libevent streams the rest (EV_WRITE on, refills from
+	 * client_write_cb at the low-water mark), so that the loop goes on serving other
+	 * connections between chunks; for bulk data two epoll_ctl per message are nothing.
+	 */
+	if (c->state == CLIENT_BODY && !c->dot_queued && c->bev != NULL && !c->tls_on)
+		bufferevent_enable(c->bev, EV_WRITE);
+	return true;
+}
+
+/*
+ * Plaintext output, written by the client itself (bev_direct.h): whatever one callback
+ * queued goes out in one write, with no change of the socket's epoll interest unless the
+ * kernel does not take it all; then libevent writes the rest and client_write_cb follows.
+ */
+static void
+client_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_client *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (c->bev == NULL || c->tls_on || bev_direct_pending(c->bev))
+		return;  /* closed, over TLS now, or libevent is writing (it takes these too) */
+	switch (bev_direct_flush(c->bev)) {
+	case BEV_DIRECT_DRAINED:
+		(void)client_output_drained(c);
+		break;
+	case BEV_DIRECT_PENDING:
+		break;
+	case BEV_DIRECT_ERROR:
+		/* What libevent's write path reports for the same failure; may free c. */
+		client_event_cb(c->bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, c);
+		break;
+	}
+}
+
+/* libevent wrote (over TLS; in plaintext, what a direct write left, or the body). */
 static void
 client_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_client *c = arg;
 
-	(void)bev;
-	if (c->state != CLIENT_BODY)
+	if (!client_output_drained(c))
 		return;
-	if (!c->dot_queued)
-		client_body_fill(c);
-	else
-		client_rearm(c);   /* end of data written: start the final-reply clock */
+	if (c->bev == bev && !c->tls_on)
+		bev_direct_drained(bev);
 }
 
 static void
@@ -1236,6 +1302,11 @@ smtp_client_start(struct event_base *base, int fd, int content_fd,
 	}
 	c->accepted = xcalloc(nrcpt > 0 ? nrcpt : 1, sizeof(*c->accepted));
 	c->timer = evtimer_new(base, client_timer_cb, c);
+	c->flush_ev = event_new(base, -1, 0, client_flush_cb, c);
+	if (c->timer == NULL || c->flush_ev == NULL) {
+		log_error("smtp_client: cannot allocate events");
+		abort();
+	}
 
 	c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
@@ -1248,7 +1319,9 @@ smtp_client_start(struct event_base *base, int fd, int content_fd,
 	wtv.tv_sec = p->reply_timeout_s;
 	wtv.tv_usec = 0;
 	bufferevent_set_timeouts(c->bev, NULL, &wtv);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	/* Before anything is written: the output goes out by client_flush_cb. */
+	bev_direct_start(c->bev);
+	bufferevent_enable(c->bev, EV_READ);
 	log_debug("smtp_client: %s: session started", c->peer);
 	expect_push(c, EXPECT_GREETING, 0);
 	client_rearm(c);
@@ -1270,6 +1343,8 @@ smtp_client_free(struct smtp_client *c)
 	client_close_content(c);
 	if (c->timer != NULL)
 		event_free(c->timer);
+	if (c->flush_ev != NULL)
+		event_free(c->flush_ev);
 	smtp_reply_clear(&c->reply);
 	smtp_reply_clear(&c->result.reply);
 	for (i = 0; i < c->result.nrcpts; i++)

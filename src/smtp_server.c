@@ -13,11 +13,19 @@
  * lines in the command states, the transparent DATA stream (smtp_data_decode) in
  * SESSION_DATA. Replies are appended to the output buffer in the order the commands
  * arrived, so RFC 2920 pipelining needs nothing special. After DATA the session waits
- * in SESSION_COMMIT, reading nothing, while the group commit (spool_commit.h) makes the
- * message durable: no later command is looked at before the reply to DATA is written.
- * Password checks likewise run on a worker thread (auth_verify.h) while input waits.
- * When a client pipelines faster than it reads replies, reading pauses until the
+ * in SESSION_COMMIT, looking at no input, while the group commit (spool_commit.h) makes
+ * the message durable: no later command is looked at before the reply to DATA is
+ * written. Password checks likewise run on a worker thread (auth_verify.h) while input
+ * waits. When a client pipelines faster than it reads replies, reading pauses until the
  * output drains.
+ *
+ * A plaintext session writes its replies straight to the socket, all those of one
+ * callback in one write, from a zero-delay event (session_flush_cb, bev_direct.h), and
+ * keeps reading while it waits for a commit: libevent would otherwise change the
+ * socket's epoll interest twice per reply and twice per wait. The bufferevent writes
+ * only what the kernel did not take at once. What waited for the output to drain
+ * (closing after the last reply, TLS after the 220 to STARTTLS, reading after a pause)
+ * happens in session_output_drained, whichever wrote the last byte.
  *
  * TLS (RFC 3207 STARTTLS, RFC 8314 implicit TLS): a listener offers STARTTLS or starts
  * TLS at once, with the conf's server context (tls.h). After the 220 to STARTTLS is
@@ -65,6 +73,7 @@
 #include <openssl/ssl.h>
 
 #include "auth_verify.h"
+#include "bev_direct.h"
 #include "conf.h"
 #include "dkim.h"
 #include "envelope.h"
@@ -81,6 +90,11 @@
 
 /* Stop reading pipelined commands while this many reply bytes wait for the client. */
 #define SMTP_SERVER_OUTPUT_HIGH (64 * 1024)
+/*
+ * A plaintext session goes on reading while it waits (session_hold_input); it stops
+ * once this much input is held, should a client flood meanwhile.
+ */
+#define SMTP_SERVER_INPUT_HELD_MAX (64 * 1024)
 /* DATA is decoded in chunks of at most this size (the decoder output buffer). */
 #define SMTP_SERVER_DATA_CHUNK (16 * 1024)
 /* A HELO/EHLO argument longer than a domain name cannot be valid. */
@@ -107,7 +121,7 @@ enum session_state {
 	SESSION_HELO,     /* HELO/EHLO done, no mail transaction */
 	SESSION_MAIL,     /* MAIL accepted; RCPT (and DATA once a recipient is accepted) */
 	SESSION_DATA,     /* 354 sent, receiving content until CR LF . CR LF */
-	SESSION_COMMIT,   /* content complete, waiting for it to be durable (no input read) */
+	SESSION_COMMIT,   /* content complete, waiting for it to be durable (input waits) */
 	SESSION_CLOSING,  /* last reply queued or connection lost; freed soon */
 };
 
@@ -156,6 +170,8 @@ struct smtp_session {
 	struct conf *conf;            /* reference held for the session's lifetime */
 	struct bufferevent *bev;      /* owned; closes the socket when freed */
 	struct event *free_ev;        /* owned; zero-delay event that frees the session */
+	struct event *flush_ev;       /* owned; writes a plaintext session's replies */
+	bool direct_write;            /* plaintext: replies go out by session_flush_cb */
 	struct event *session_ev;     /* owned; timeouts.session_timeout_s, NULL when off */
 	enum session_state state;
 	bool close_after_flush;       /* SESSION_CLOSING: free once the output is written */
@@ -174,7 +190,7 @@ struct smtp_session {
 	char *auth_login_user;        /* owned; LOGIN's user name between its two steps */
 	unsigned auth_failures;       /* failed AUTH attempts (SMTP_SERVER_AUTH_MAX_FAILURES) */
 	bool auth_delayed;            /* the reply to a failed AUTH is being held back */
-	bool auth_checking;           /* a password check is in flight: nothing is read */
+	bool auth_checking;           /* a password check is in flight: input waits */
 	struct auth_verify_req *auth_req; /* that check; cancelled if the session ends first */
 	char *auth_check_user;        /* owned; the user name being checked */
 	bool auth_check_known;        /* it is in users_file (else the hash was a dummy) */
@@ -321,6 +337,8 @@ str_has_8bit(const char *p)
  * Queues one reply line (CR LF added). The code is read from the text to count errors:
  * Postfix counts every 4xx/5xx towards the hard error limit, except the 452 for too many
  * recipients, which a well-behaved client provokes on purpose (RFC 5321 4.5.3.1.10).
+ * A plaintext session writes its replies itself (session_flush_cb), once for all the
+ * replies of the callback that made them.
  */
 static void
 session_reply(struct smtp_session *s, const char *fmt, ...)
@@ -340,6 +358,8 @@ session_reply(struct smtp_session *s, const char *fmt, ...)
 	buf[n++] = '\r';
 	buf[n++] = '\n';
 	bufferevent_write(s->bev, buf, (size_t)n);
+	if (s->direct_write)
+		event_active(s->flush_ev, EV_WRITE, 1);
 
 	s->last_code = atoi(buf);
 	if (s->last_code >= 400 && strncmp(buf, "452 4.5.3", 9) != 0)
@@ -734,6 +754,20 @@ session_waiting(const struct smtp_session *s)
 }
 
 /*
+ * A wait (session_waiting) begins: the input waits too. A TLS session stops reading. A
+ * plaintext session goes on reading into its input buffer, unread by session_process,
+ * because stopping and restarting would cost two epoll_ctl per message (the group commit
+ * wait); session_read_cb stops reading should a client flood meanwhile, and
+ * session_event_cb keeps an end of file or a read timeout for session_resume.
+ */
+static void
+session_hold_input(struct smtp_session *s)
+{
+	if (!s->direct_write)
+		bufferevent_disable(s->bev, EV_READ);
+}
+
+/*
  * Reads and serves input again once a wait (session_waiting, or output to drain) is
  * over. Called from inside session_process (a synchronous commit or check), the loop
  * there carries on by itself.
@@ -832,7 +866,7 @@ session_commit(struct smtp_session *s, char *dkim_info /* owned, taken */)
 	s->env = NULL;
 	s->commit = c;
 	s->state = SESSION_COMMIT;
-	bufferevent_disable(s->bev, EV_READ);
+	session_hold_input(s);
 	spool_commit(s->srv->committer, w, c->env, session_commit_done, c);
 }
 
@@ -913,7 +947,7 @@ session_data_input(struct smtp_session *s)
 
 /*
  * STARTTLS (RFC 3207). The switch to TLS happens once the 220 is written
- * (session_write_cb); until then nothing more is read, and what was already read is
+ * (session_output_drained); until then nothing more is read, and what was already read is
  * discarded there.
  */
 static void
@@ -971,7 +1005,7 @@ session_auth_failed(struct smtp_session *s, const char *user, const char *why)
 	    s->peer_name, s->auth_mech, why, safe, s->auth_failures,
 	    SMTP_SERVER_AUTH_MAX_FAILURES);
 	s->auth_delayed = true;
-	bufferevent_disable(s->bev, EV_READ);
+	session_hold_input(s);
 	evtimer_add(s->auth_delay_ev, &tv);
 }
 
@@ -1028,7 +1062,7 @@ session_auth_check(struct smtp_session *s, const char *user, const char *pass)
 
 	s->auth_check_user = xstrdup(user);
 	s->auth_checking = true;
-	bufferevent_disable(s->bev, EV_READ);
+	session_hold_input(s);
 	s->auth_req = auth_verify(s->srv->verifier, hash, pass, session_auth_checked, s);
 }
 
@@ -1507,6 +1541,7 @@ session_free(struct smtp_session *s)
 	free(s->auth_login_user);
 	bufferevent_free(s->bev);  /* and the SSL, over TLS */
 	event_free(s->free_ev);
+	event_free(s->flush_ev);
 	event_free(s->auth_delay_ev);
 	if (s->session_ev != NULL)
 		event_free(s->session_ev);
@@ -1522,16 +1557,23 @@ session_free_cb(evutil_socket_t fd, short what, void *arg)
 	session_free(arg); /* the last action: nothing touches the session after this */
 }
 
-/* Ends the session now (connection lost or unusable); freed from a zero-delay event. */
+/*
+ * Ends the session now (connection lost or unusable); freed from a zero-delay event.
+ * Replies not yet written are dropped.
+ */
 static void
 session_close_now(struct smtp_session *s)
 {
 	s->state = SESSION_CLOSING;
 	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	event_del(s->flush_ev);
 	event_active(s->free_ev, EV_TIMEOUT, 1);
 }
 
-/* Ends the session once the queued replies are written (QUIT, 421, 521). */
+/*
+ * Ends the session once the queued replies are written (QUIT, 421, 521): at once when
+ * they are, else from session_output_drained.
+ */
 static void
 session_close_after_reply(struct smtp_session *s)
 {
@@ -1548,9 +1590,14 @@ session_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_session *s = arg;
 
-	(void)bev;
 	if (s->state == SESSION_CLOSING)
 		return;
+	if (session_waiting(s)) {
+		/* Input held by a wait (session_hold_input): bounded; session_resume reads on. */
+		if (evbuffer_get_length(bufferevent_get_input(bev)) >= SMTP_SERVER_INPUT_HELD_MAX)
+			bufferevent_disable(bev, EV_READ);
+		return;
+	}
 	session_process(s);
 }
 
@@ -1590,6 +1637,9 @@ session_start_tls(struct smtp_session *s)
 	size_t extra = evbuffer_get_length(bufferevent_get_input(plain));
 
 	s->tls_pending = false;
+	/* From now on replies are written through OpenSSL, by the bufferevent. */
+	s->direct_write = false;
+	event_del(s->flush_ev);
 	if (extra > 0)
 		log_warn("%s: discarding %zu bytes sent after STARTTLS before the TLS handshake",
 		    s->peer_name, extra);
@@ -1618,12 +1668,13 @@ session_tls_established(struct smtp_session *s)
 		session_process(s);  /* the client may have pipelined its EHLO into the TLS */
 }
 
+/*
+ * Every queued reply has been written: what waited for that happens now (closing after
+ * the last reply, TLS after the 220 to STARTTLS, reading after a pause).
+ */
 static void
-session_write_cb(struct bufferevent *bev, void *arg)
+session_output_drained(struct smtp_session *s)
 {
-	struct smtp_session *s = arg;
-
-	(void)bev;
 	if (s->state == SESSION_CLOSING) {
 		if (s->close_after_flush)
 			session_close_now(s);
@@ -1637,6 +1688,45 @@ session_write_cb(struct bufferevent *bev, void *arg)
 		s->paused = false;
 		session_resume(s);
 	}
+}
+
+/*
+ * A plaintext session's replies, written by the session itself (bev_direct.h): every
+ * reply made in one callback goes out in one write, with no change of the socket's
+ * epoll interest unless the kernel does not take it all; then libevent writes the rest
+ * and session_write_cb follows.
+ */
+static void
+session_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	if (!s->direct_write || bev_direct_pending(s->bev))
+		return;  /* over TLS now, or libevent is finishing a write (it takes these too) */
+	switch (bev_direct_flush(s->bev)) {
+	case BEV_DIRECT_DRAINED:
+		session_output_drained(s);
+		break;
+	case BEV_DIRECT_PENDING:
+		break;
+	case BEV_DIRECT_ERROR:
+		/* What libevent's write path reports for the same failure. */
+		session_event_cb(s->bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, s);
+		break;
+	}
+}
+
+/* libevent wrote everything (over TLS; in plaintext, what a direct write left). */
+static void
+session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	if (s->direct_write)
+		bev_direct_drained(bev);
+	session_output_drained(s);
 }
 
 /* A TLS handshake that did not finish: say why once, and drop the connection. */
@@ -1680,6 +1770,16 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
 		log_info("no PROXY header from %s: %s", s->peer_name,
 		    (what & BEV_EVENT_TIMEOUT) ? "timeout" : "connection lost");
 		session_close_now(s);
+		return;
+	}
+	if (session_waiting(s) && (what & BEV_EVENT_READING) && !(what & BEV_EVENT_ERROR)) {
+		/*
+		 * End of file or read timeout while a plaintext session waits, still reading
+		 * (session_hold_input). libevent stopped reading; the reply being waited for
+		 * is still due, and session_resume reads again and meets the end of file, as a
+		 * session that had stopped reading for the wait would. No timeout runs while
+		 * the session, not the client, is the one that is late.
+		 */
 		return;
 	}
 	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
@@ -1749,11 +1849,12 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 	if (tls != CONF_LISTEN_TLS_IMPLICIT)
 		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->free_ev = evtimer_new(srv->base, session_free_cb, s);
+	s->flush_ev = event_new(srv->base, -1, 0, session_flush_cb, s);
 	s->auth_delay_ev = evtimer_new(srv->base, session_auth_delay_cb, s);
 	if (s->conf->timeouts.session_timeout_s > 0)
 		s->session_ev = evtimer_new(srv->base, session_cap_cb, s);
 	if ((s->bev == NULL && tls != CONF_LISTEN_TLS_IMPLICIT) || s->free_ev == NULL ||
-	    s->auth_delay_ev == NULL ||
+	    s->flush_ev == NULL || s->auth_delay_ev == NULL ||
 	    (s->conf->timeouts.session_timeout_s > 0 && s->session_ev == NULL)) {
 		log_error("cannot set up session for %s", s->peer_name);
 		if (s->bev != NULL)
@@ -1762,6 +1863,8 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 			evutil_closesocket(fd);
 		if (s->free_ev != NULL)
 			event_free(s->free_ev);
+		if (s->flush_ev != NULL)
+			event_free(s->flush_ev);
 		if (s->auth_delay_ev != NULL)
 			event_free(s->auth_delay_ev);
 		if (s->session_ev != NULL)
@@ -1788,7 +1891,10 @@ session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *
 		return;
 	}
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* Before anything is written: replies go out by session_flush_cb. */
+	bev_direct_start(s->bev);
+	s->direct_write = true;
+	bufferevent_enable(s->bev, EV_READ);
 	if (proxy) {
 		unsigned t = s->conf->timeouts.command_timeout_s;
 
