@@ -461,12 +461,12 @@ daemon_stop(struct daemon *d)
 	/* After the server: its sessions have cancelled their checks. */
 	auth_verifier_free(d->verifier);
 	if (d->committer) {
-		unsigned long commits, batches;
-		double disk_s;
-		spool_committer_counts(d->committer, &commits, &batches, &disk_s);
-		log_info("group commit: %lu messages in %lu batches, %.3f s on disk "
-		    "(%.2f ms per batch)", commits, batches, disk_s,
-		    batches > 0 ? disk_s * 1000 / (double)batches : 0.0);
+		struct spool_commit_stats st;
+		spool_committer_stats(d->committer, &st);
+		log_info("group commit: %lu messages in %lu batches, %.3f s (%.2f ms per "
+		    "batch); %lu removals, %.3f s", st.commits, st.batches, st.commit_s,
+		    st.batches > 0 ? st.commit_s * 1000 / (double)st.batches : 0.0,
+		    st.removals, st.remove_s);
 		spool_committer_free(d->committer);
 	}
 	if (d->queue)

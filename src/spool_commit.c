@@ -1,17 +1,16 @@
 /*
  * spool_commit: group commit of accepted messages (see spool_commit.h for the why).
  *
- * Two threads, one queue each way. The event loop thread prepares a message (the last
- * buffered bytes and the DKIM header go to the file: spool_writer_prepare) and appends a
- * job to todo; the commit thread takes ALL of todo at once, gets the files' data onto
- * the disk (sync_batch_data), renames each into queue/, carries out the removals of
- * delivered messages that came with the batch, fsyncs queue/ once, frees the writers,
- * moves the jobs to done and writes a byte into a pipe; the loop thread, woken by the
- * pipe, runs the callbacks. Removals are here, not on the loop, because unlinking a
- * file waits for the disk too (truncation, and a discard on file systems mounted with
- * it: tens of microseconds to milliseconds each).
- * Only the job lists, the stop flag and the counters are shared, under one mutex; a
- * writer belongs to the commit thread from the moment its job is in todo.
+ * Three threads. The event loop thread prepares a message (the DKIM header goes into
+ * the header; a message larger than the writer's buffer is completed in its file:
+ * spool_writer_prepare) and appends a job to todo; the commit thread takes ALL of todo
+ * at once, writes out the messages that were still in memory, gets the files' data
+ * onto the disk (sync_batch_data), renames each into queue/, fsyncs queue/ once, frees
+ * the writers, moves the jobs to done and writes a byte into a pipe; the loop thread,
+ * woken by the pipe, runs the callbacks. Removals of delivered messages go to a third
+ * thread (removals list), because an unlink waits for the disk too and would hold up
+ * the next batch. Only the job lists, the stop flag and the counters are shared, under
+ * one mutex; a writer belongs to the commit thread from the moment its job is in todo.
  *
  * A failed directory fsync fails the whole batch: every file of it is taken back out of
  * queue/ and every client hears 4xx, so nothing is delivered that a client will send
@@ -50,17 +49,18 @@ struct job_list {
 
 struct spool_committer {
 	struct spool *spool;       /* borrowed */
-	struct worker_wake wake;   /* the commit thread signals each finished batch */
-	pthread_t thread;
+	struct worker_wake wake;   /* both threads signal each finished round */
+	pthread_t thread;          /* commits */
+	pthread_t remover;         /* removals */
 	pthread_mutex_t lock;
-	pthread_cond_t more;       /* todo has jobs, or stopping */
+	pthread_cond_t more;       /* todo or removals has jobs, or stopping */
 	pthread_cond_t finished;   /* a batch moved to done */
-	struct job_list todo;      /* under lock */
+	struct job_list todo;      /* under lock: commits */
+	struct job_list removals;  /* under lock */
 	struct job_list done;      /* under lock */
 	bool stopping;             /* under lock */
 	bool use_syncfs;           /* set once: one syncfs per batch instead of an fsync per file */
-	unsigned long batches;     /* under lock */
-	double disk_s;             /* under lock: time spent making batches durable */
+	struct spool_commit_stats stats; /* under lock, but for commits (loop thread only) */
 	unsigned long commits;     /* loop thread only */
 	unsigned long inflight;    /* loop thread only: handed over, callback not yet run */
 };
@@ -131,15 +131,11 @@ sync_batch_data(struct spool_committer *c, struct commit_job *batch)
 	return false;
 }
 
-/*
- * Makes every message of the batch durable, or none of those that failed. The fsync of
- * queue/ also covers the removals carried out since the last one (unsynced_removals).
- * Returns false when there was nothing to sync.
- */
-static bool
-commit_batch(struct spool_committer *c, struct commit_job *batch, bool unsynced_removals)
+/* Makes every message of the batch durable, or none of those that failed. */
+static void
+commit_batch(struct spool_committer *c, struct commit_job *batch)
 {
-	bool changed = unsynced_removals;
+	bool changed = false;
 	bool data_synced = sync_batch_data(c, batch);
 
 	for (struct commit_job *j = batch; j != NULL; j = j->next) {
@@ -163,14 +159,13 @@ commit_batch(struct spool_committer *c, struct commit_job *batch, bool unsynced_
 		spool_writer_finish(j->w, j->error);
 		j->w = NULL;
 	}
-	return changed;
 }
 
-/* Carries out the removals of the batch; true when any file went. */
-static bool
+/* Carries out the removals of the batch; returns how many messages went. */
+static size_t
 remove_batch(struct spool_committer *c, struct commit_job *batch)
 {
-	bool removed = false;
+	size_t removed = 0;
 
 	for (struct commit_job *j = batch; j != NULL; j = j->next) {
 		if (j->remove_id == NULL)
@@ -178,80 +173,84 @@ remove_batch(struct spool_committer *c, struct commit_job *batch)
 		if (spool_remove(c->spool, j->remove_id) < 0)
 			j->error = errno;
 		else
-			removed = true;
+			removed++;
 	}
 	return removed;
 }
 
-/* Moves the removals (or the commits) of batch to done and wakes the loop thread. */
+/* Moves the jobs of batch to done and wakes the loop thread. */
 static void
-hand_back(struct spool_committer *c, struct job_list *batch, bool removals)
+hand_back(struct spool_committer *c, struct job_list *batch)
 {
-	struct job_list keep;
-	struct commit_job *j, *next;
-	bool any = false;
-
-	job_list_init(&keep);
-	pthread_mutex_lock(&c->lock);
-	for (j = batch->head; j != NULL; j = next) {
-		next = j->next;
-		if ((j->remove_id != NULL) == removals) {
-			job_list_append(&c->done, j);
-			any = true;
-		} else {
-			job_list_append(&keep, j);
-		}
-	}
-	*batch = keep;
 	if (batch->head == NULL)
-		job_list_init(batch);
-	if (any)
-		pthread_cond_broadcast(&c->finished);
+		return;
+	pthread_mutex_lock(&c->lock);
+	job_list_splice(&c->done, batch);
+	pthread_cond_broadcast(&c->finished);
 	pthread_mutex_unlock(&c->lock);
-	if (any)
-		worker_wake_signal(&c->wake);
+	worker_wake_signal(&c->wake);
 }
 
-/*
- * The commits of a batch are answered first; its removals are carried out after, while
- * the loop thread serves the sessions that were waiting (an unlink waits for the disk
- * too), and are made durable by the next batch's fsync of queue/, or by one of their
- * own when no batch follows at once.
- */
+/* Takes all of list (waiting until it has jobs); false once stopping with none left. */
+static bool
+take_all(struct spool_committer *c, struct job_list *list, struct job_list *out)
+{
+	pthread_mutex_lock(&c->lock);
+	while (list->head == NULL && !c->stopping)
+		pthread_cond_wait(&c->more, &c->lock);
+	job_list_init(out);
+	job_list_splice(out, list);
+	pthread_mutex_unlock(&c->lock);
+	return out->head != NULL;
+}
+
 static void *
 commit_thread(void *arg)
 {
 	struct spool_committer *c = arg;
-	bool unsynced_removals = false;
+	struct job_list batch;
 
-	for (;;) {
-		struct job_list batch;
-
-		pthread_mutex_lock(&c->lock);
-		while (c->todo.head == NULL && !unsynced_removals && !c->stopping)
-			pthread_cond_wait(&c->more, &c->lock);
-		if (c->todo.head == NULL && !unsynced_removals) {
-			pthread_mutex_unlock(&c->lock);
-			return NULL; /* stopping, and nothing left to commit */
-		}
-		job_list_init(&batch);
-		job_list_splice(&batch, &c->todo);
-		pthread_mutex_unlock(&c->lock);
-
+	while (take_all(c, &c->todo, &batch)) {
 		double t0 = dr_monotonic();
-		if (commit_batch(c, batch.head, unsynced_removals))
-			unsynced_removals = false;
+		commit_batch(c, batch.head);
 		double t1 = dr_monotonic();
-		pthread_mutex_lock(&c->lock);
-		c->batches += batch.head != NULL;
-		c->disk_s += t1 - t0;
-		pthread_mutex_unlock(&c->lock);
-		hand_back(c, &batch, false);
 
-		if (remove_batch(c, batch.head))
-			unsynced_removals = true;
-		hand_back(c, &batch, true);
+		pthread_mutex_lock(&c->lock);
+		c->stats.batches++;
+		c->stats.commit_s += t1 - t0;
+		pthread_mutex_unlock(&c->lock);
+		hand_back(c, &batch);
 	}
+	return NULL;
+}
+
+/*
+ * Removals have a thread of their own: an unlink waits for the disk too (truncation,
+ * and a discard on file systems mounted with it: a fifth of a millisecond each on the
+ * development machine), and on the commit thread it held up the next batch. One fsync
+ * of queue/ per round makes the round's removals durable.
+ */
+static void *
+remover_thread(void *arg)
+{
+	struct spool_committer *c = arg;
+	struct job_list round;
+
+	while (take_all(c, &c->removals, &round)) {
+		double t0 = dr_monotonic();
+		size_t removed = remove_batch(c, round.head);
+		if (removed > 0 && spool_sync(c->spool) < 0)
+			log_error("cannot sync the queue directory after removals: %s",
+			    strerror(errno)); /* a duplicate delivery at worst, after a crash */
+		double t1 = dr_monotonic();
+
+		pthread_mutex_lock(&c->lock);
+		c->stats.removals += removed;
+		c->stats.remove_s += t1 - t0;
+		pthread_mutex_unlock(&c->lock);
+		hand_back(c, &round);
+	}
+	return NULL;
 }
 
 /* ---- the event loop thread ---- */
@@ -285,6 +284,20 @@ on_wake(void *arg)
 	run_finished(arg, false);
 }
 
+/* Tells the threads to finish what they have and stop, and waits for them. */
+static void
+stop_threads(struct spool_committer *c, bool committer, bool remover)
+{
+	pthread_mutex_lock(&c->lock);
+	c->stopping = true;
+	pthread_cond_broadcast(&c->more);
+	pthread_mutex_unlock(&c->lock);
+	if (committer)
+		pthread_join(c->thread, NULL);
+	if (remover)
+		pthread_join(c->remover, NULL);
+}
+
 struct spool_committer *
 spool_committer_new(struct event_base *base, struct spool *s, bool use_syncfs)
 {
@@ -294,6 +307,7 @@ spool_committer_new(struct event_base *base, struct spool *s, bool use_syncfs)
 	c->spool = s;
 	c->use_syncfs = use_syncfs;
 	job_list_init(&c->todo);
+	job_list_init(&c->removals);
 	job_list_init(&c->done);
 	if (worker_wake_init(&c->wake, base, on_wake, c) < 0) {
 		err = errno;
@@ -304,7 +318,11 @@ spool_committer_new(struct event_base *base, struct spool *s, bool use_syncfs)
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->more, NULL);
 	pthread_cond_init(&c->finished, NULL);
-	if ((err = worker_thread_start(&c->thread, commit_thread, c)) != 0) {
+	if ((err = worker_thread_start(&c->thread, commit_thread, c)) == 0 &&
+	    (err = worker_thread_start(&c->remover, remover_thread, c)) != 0) {
+		stop_threads(c, true, false);
+	}
+	if (err != 0) {
 		pthread_cond_destroy(&c->finished);
 		pthread_cond_destroy(&c->more);
 		pthread_mutex_destroy(&c->lock);
@@ -329,11 +347,7 @@ spool_committer_free(struct spool_committer *c)
 	if (c == NULL)
 		return;
 	spool_committer_drain(c);
-	pthread_mutex_lock(&c->lock);
-	c->stopping = true;
-	pthread_cond_signal(&c->more);
-	pthread_mutex_unlock(&c->lock);
-	pthread_join(c->thread, NULL);
+	stop_threads(c, true, true);
 	worker_wake_close(&c->wake);
 	pthread_cond_destroy(&c->finished);
 	pthread_cond_destroy(&c->more);
@@ -342,23 +356,22 @@ spool_committer_free(struct spool_committer *c)
 }
 
 void
-spool_committer_counts(struct spool_committer *c, unsigned long *commits,
-    unsigned long *batches, double *disk_s)
+spool_committer_stats(struct spool_committer *c, struct spool_commit_stats *st)
 {
 	pthread_mutex_lock(&c->lock);
-	*batches = c->batches;
-	*disk_s = c->disk_s;
+	*st = c->stats;
 	pthread_mutex_unlock(&c->lock);
-	*commits = c->commits;
+	st->commits = c->commits;
 }
 
+/* Both threads wait on one condition variable: wake them all, the other goes back. */
 static void
-hand_over(struct spool_committer *c, struct commit_job *j)
+hand_over(struct spool_committer *c, struct job_list *list, struct commit_job *j)
 {
 	c->inflight++;
 	pthread_mutex_lock(&c->lock);
-	job_list_append(&c->todo, j);
-	pthread_cond_signal(&c->more);
+	job_list_append(list, j);
+	pthread_cond_broadcast(&c->more);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -384,7 +397,7 @@ spool_commit(struct spool_committer *c, struct spool_writer *w, struct envelope 
 		j->w = NULL;
 	}
 	c->commits++;
-	hand_over(c, j);
+	hand_over(c, &c->todo, j);
 }
 
 void
@@ -404,5 +417,5 @@ spool_remove_later(struct spool_committer *c, struct spool *s, const char *id,
 	j->cb = cb;
 	j->arg = arg;
 	j->remove_id = xstrdup(id);
-	hand_over(c, j);
+	hand_over(c, &c->removals, j);
 }

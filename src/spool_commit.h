@@ -40,12 +40,15 @@ struct spool_committer *spool_committer_new(struct event_base *base, struct spoo
 void spool_committer_free(struct spool_committer *c);
 /* Waits until every commit in flight is finished and its callback has run. */
 void spool_committer_drain(struct spool_committer *c);
-/*
- * Commits handed over so far, batches written and the time the commit thread spent on
- * them (for logs and tests).
- */
-void spool_committer_counts(struct spool_committer *c, unsigned long *commits,
-    unsigned long *batches, double *disk_s);
+/* What the commit thread did so far (for the log at stop, and tests). */
+struct spool_commit_stats {
+	unsigned long commits;  /* messages handed over */
+	unsigned long batches;  /* rounds that wrote or synced something */
+	unsigned long removals; /* delivered messages removed */
+	double commit_s;        /* time spent making batches durable */
+	double remove_s;        /* time spent removing */
+};
+void spool_committer_stats(struct spool_committer *c, struct spool_commit_stats *st);
 
 /*
  * Removes a finished message (spool_remove) on the commit thread, made durable by the
