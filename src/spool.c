@@ -543,6 +543,20 @@ spool_writer_start_writeback(struct spool_writer *w)
 }
 
 int
+spool_writer_sync(struct spool_writer *w)
+{
+	if (spool_writer_write_out(w) < 0)
+		return -1;
+	while (fsync(w->fd) < 0) {
+		if (errno != EINTR) {
+			spool_writer_fail(w, errno);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int
 spool_writer_publish(struct spool_writer *w, bool data_synced)
 {
 	struct spool *s = w->spool;

