@@ -2,9 +2,10 @@
  * spool_commit: group commit of accepted messages. The fsyncs that make a message
  * durable before its 250 (spool.h) are the relay's bottleneck: done one message at a
  * time on the event loop, every session waits for every other session's disk flushes.
- * Here one thread makes them durable in batches: each file of the batch is fsync'd and
- * renamed into queue/, then queue/ is fsync'd ONCE for the whole batch, and each
- * message's completion comes back on the event loop. Commits that arrive while a batch
+ * Here one thread makes them durable in batches: the files of the batch are fsync'd
+ * together (in parallel, or by one syncfs) and renamed into queue/, then queue/ is
+ * fsync'd ONCE for the whole batch, and each message's completion comes back on the
+ * event loop. Commits that arrive while a batch
  * is on disk form the next batch, so the batch grows with the load by itself (as
  * database group commit does) and costs no latency when the relay is idle.
  *
