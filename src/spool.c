@@ -433,26 +433,53 @@ spool_writer_write(struct spool_writer *w, const void *data, size_t len)
 }
 
 /*
- * Rewrites the padded header record at the start of the file with e->prepend in it and
- * as much less padding, so the content does not move. 0 or -1 + errno.
+ * The header record again, with e->prepend in it and as much less padding, at exactly
+ * the length written at first (so the content does not move). NULL + errno (EOVERFLOW:
+ * the prepend does not fit the room reserved for it).
  */
-static int
-spool_writer_rewrite_header(struct spool_writer *w, const struct envelope *e)
+static char *
+spool_writer_signed_header(const struct spool_writer *w, const struct envelope *e)
 {
 	size_t len, bare;
 	char *hdr;
-	ssize_t n;
 
 	if ((hdr = envelope_encode_header_padded(e, 0, &bare)) == NULL) {
 		errno = EINVAL;
-		return -1;
+		return NULL;
 	}
 	free(hdr);
 	if (bare > w->header_len) {
 		errno = EOVERFLOW;
-		return -1;
+		return NULL;
 	}
 	hdr = envelope_encode_header_padded(e, w->header_len - bare, &len);
+	if (hdr != NULL && len != w->header_len) {
+		free(hdr);
+		hdr = NULL;
+	}
+	if (hdr == NULL)
+		errno = EINVAL;
+	return hdr;
+}
+
+/*
+ * Puts the signed header where the old one is: at the start of the file, or of the
+ * buffer when the message is still wholly in memory. 0 or -1 + errno.
+ */
+static int
+spool_writer_rewrite_header(struct spool_writer *w, const struct envelope *e)
+{
+	char *hdr = spool_writer_signed_header(w, e);
+	size_t len = w->header_len;
+	ssize_t n;
+
+	if (hdr == NULL)
+		return -1;
+	if (w->fd < 0) {
+		memcpy(w->buf, hdr, len); /* the buffer holds the header at least */
+		free(hdr);
+		return 0;
+	}
 	for (size_t off = 0; off < len; off += (size_t)n) {
 		n = pwrite(w->fd, hdr + off, len - off, (off_t)off);
 		if (n < 0 && errno == EINTR) {
@@ -470,36 +497,6 @@ spool_writer_rewrite_header(struct spool_writer *w, const struct envelope *e)
 	return 0;
 }
 
-/*
- * The same for a message still wholly in the buffer, which starts with the header: the
- * new header is copied over the old one. 0 or -1 + errno.
- */
-static int
-spool_writer_rewrite_buffered_header(struct spool_writer *w, const struct envelope *e)
-{
-	size_t len, bare;
-	char *hdr;
-
-	if ((hdr = envelope_encode_header_padded(e, 0, &bare)) == NULL) {
-		errno = EINVAL;
-		return -1;
-	}
-	free(hdr);
-	if (bare > w->header_len) {
-		errno = EOVERFLOW;
-		return -1;
-	}
-	hdr = envelope_encode_header_padded(e, w->header_len - bare, &len);
-	if (hdr == NULL || len != w->header_len || w->used < len) {
-		free(hdr);
-		errno = EINVAL;
-		return -1;
-	}
-	memcpy(w->buf, hdr, len);
-	free(hdr);
-	return 0;
-}
-
 int
 spool_writer_prepare(struct spool_writer *w, struct envelope *e)
 {
@@ -511,9 +508,7 @@ spool_writer_prepare(struct spool_writer *w, struct envelope *e)
 	if (w->fd >= 0 && spool_writer_flush(w) < 0)
 		return -1;
 	/* Left unsigned, the padded header stands as written. */
-	if (w->reserved && e->prepend != NULL &&
-	    (w->fd >= 0 ? spool_writer_rewrite_header(w, e) :
-	    spool_writer_rewrite_buffered_header(w, e)) < 0) {
+	if (w->reserved && e->prepend != NULL && spool_writer_rewrite_header(w, e) < 0) {
 		spool_writer_fail(w, errno);
 		return -1;
 	}
