@@ -310,9 +310,10 @@ daemon_plan_identity(struct daemon *d)
 }
 
 /*
- * One syncfs per batch of accepted messages is about twice as fast as an fsync per file,
- * but it also waits for everything else written to the same file system (a backup, a
- * log rotation), so "auto" uses it only when the spool has a file system of its own.
+ * One syncfs per batch of accepted messages costs fewer disk round trips than an fsync
+ * per file, even issued in parallel, but it also waits for everything else written to
+ * the same file system (a backup, a log rotation), so "auto" uses it only when the
+ * spool has a file system of its own.
  */
 static bool
 commit_uses_syncfs(const struct conf *c, struct spool *s)
