@@ -46,6 +46,7 @@ struct srv {
 	const char *rcpt[4];       /* reply to the n-th RCPT */
 	const char *data;          /* reply to DATA */
 	const char *dot;           /* reply to the end of data; NULL: say nothing */
+	const char *rset;          /* reply to RSET; NULL: 250 */
 	size_t drop_after;         /* close after this many content bytes (0: never) */
 	size_t nrcpt;
 	bool in_data;
@@ -99,6 +100,8 @@ srv_command(struct srv *s, const char *line)
 			s->in_data = true;
 			s->data_bytes = 0;
 		}
+	} else if (strcmp(line, "RSET") == 0) {
+		srv_send(s, s->rset != NULL ? s->rset : "250 2.0.0 Ok\r\n");
 	} else if (strcmp(line, "QUIT") == 0) {
 		srv_send(s, "221 2.0.0 bye\r\n");
 		srv_close(s);
@@ -847,6 +850,68 @@ START_TEST(test_free_in_callback)
 }
 END_TEST
 
+/*
+ * A kept session reused for a second message (the connection cache): with PIPELINING,
+ * RSET goes in one group with MAIL, RCPT and DATA (_i 0: one round trip saved); without
+ * it, RSET waits for its reply and MAIL follows (_i 1); a refused RSET fails the reuse
+ * at its own stage, before anything of the message counts (_i 2).
+ */
+START_TEST(test_reuse)
+{
+	static const size_t idx[] = { 0 };
+	struct smtp_client_params p = { 0 };
+	struct run run;
+	int sv[2];
+
+	run_init(&run, 1, false);
+	if (_i == 1)
+		run.srv.ehlo = "250-mx.example.org\r\n250 ENHANCEDSTATUSCODES\r\n";
+	if (_i == 2)
+		run.srv.rset = "421 4.3.0 going away\r\n";
+	run.env->content_size = sizeof(simple_body) - 1;
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+	run.srv.bev = bufferevent_socket_new(run.base, sv[1], BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(run.srv.bev, srv_read_cb, NULL, srv_event_cb, &run.srv);
+	bufferevent_enable(run.srv.bev, EV_READ | EV_WRITE);
+	srv_send(&run.srv, run.srv.greeting);
+	p.helo_name = "relay.example.com";
+	p.peer_name = "mx.example.org";
+	ck_assert_int_eq(netaddr_parse(&p.peer, "127.0.0.1", 25), 0);
+	p.reply_timeout_s = p.body_timeout_s = 5;
+	p.keep_open = true;
+	run.client = smtp_client_start(run.base, sv[0], content_fd(simple_body,
+	    sizeof(simple_body) - 1), &p, run.env, idx, 1, run_cb, &run);
+	for (int i = 0; i < 1000 && !run.got_result; i++)
+		event_base_loop(run.base, EVLOOP_ONCE);
+	ck_assert(run.completed);
+	ck_assert(smtp_client_reusable(run.client));
+	size_t first = run.srv.all_len;
+	run.srv.max_cmds_per_read = 0;
+	run.got_result = false;
+
+	smtp_client_reuse(run.client, content_fd(simple_body, sizeof(simple_body) - 1),
+	    run.env, idx, 1, run_cb, &run);
+	for (int i = 0; i < 1000 && !run.got_result; i++)
+		event_base_loop(run.base, EVLOOP_ONCE);
+	ck_assert(run.got_result);
+	const char *second = run.srv.all + first;
+	if (_i == 2) {
+		ck_assert(!run.completed);
+		ck_assert_int_eq(run.error, EPROTO);
+		ck_assert_msg(strstr(run.error_text, "RSET refused") != NULL, "%s", run.error_text);
+	} else {
+		ck_assert_msg(run.completed, "%s", run.error_text);
+		ck_assert_int_eq(run.rcpt_code[0], 250);
+		ck_assert_msg(strncmp(second, "RSET\r\nMAIL FROM:<a@example.org>", 31) == 0,
+		    "[%s]", second);
+		ck_assert_msg(strstr(second, simple_stuffed) != NULL, "[%s]", second);
+		/* One group (RSET MAIL RCPT DATA) with PIPELINING; one command at a time without. */
+		ck_assert_uint_eq(run.srv.max_cmds_per_read, _i == 0 ? 4 : 1);
+	}
+	run_free(&run);
+}
+END_TEST
+
 START_TEST(test_stage_names)
 {
 	ck_assert_str_eq(smtp_client_stage_name(SMTP_STAGE_RCPT), "in reply to RCPT TO command");
@@ -1354,6 +1419,7 @@ client_suite(void)
 	tcase_add_test(tc, test_smtputf8_offered);
 	tcase_add_test(tc, test_size_exceeded);
 	tcase_add_test(tc, test_free_in_callback);
+	tcase_add_loop_test(tc, test_reuse, 0, 3);
 	tcase_add_test(tc, test_stage_names);
 	suite_add_tcase(s, tc);
 
