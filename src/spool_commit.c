@@ -56,16 +56,21 @@ struct job_list {
 	struct commit_job **tail;
 };
 
+/* Jobs for one thread, and what it waits on for more. */
+struct job_queue {
+	struct job_list list;      /* under the committer's lock */
+	pthread_cond_t more;       /* list has jobs, or stopping */
+};
+
 struct spool_committer {
 	struct spool *spool;       /* borrowed */
 	struct worker_wake wake;   /* both threads signal each finished round */
 	pthread_t thread;          /* commits */
 	pthread_t remover;         /* removals */
 	pthread_mutex_t lock;
-	pthread_cond_t more;       /* todo or removals has jobs, or stopping */
 	pthread_cond_t finished;   /* a batch moved to done */
-	struct job_list todo;      /* under lock: commits */
-	struct job_list removals;  /* under lock */
+	struct job_queue todo;     /* commits, for the commit thread */
+	struct job_queue removals; /* for the remover */
 	struct job_list done;      /* under lock */
 	bool stopping;             /* under lock */
 	bool use_syncfs;           /* set once: one syncfs per batch instead of an fsync per file */
@@ -173,7 +178,7 @@ commit_batch(struct spool_committer *c, struct commit_job *batch)
 
 	for (struct commit_job *j = batch; j != NULL; j = j->next) {
 		if (j->w == NULL || j->error != 0)
-			continue; /* a removal, or failed already */
+			continue; /* failed already */
 		if (spool_writer_publish(j->w, data_synced) < 0)
 			j->error = errno;
 		else
@@ -226,13 +231,13 @@ hand_back(struct spool_committer *c, struct job_list *batch)
 
 /* Takes all of list (waiting until it has jobs); false once stopping with none left. */
 static bool
-take_all(struct spool_committer *c, struct job_list *list, struct job_list *out)
+take_all(struct spool_committer *c, struct job_queue *q, struct job_list *out)
 {
 	pthread_mutex_lock(&c->lock);
-	while (list->head == NULL && !c->stopping)
-		pthread_cond_wait(&c->more, &c->lock);
+	while (q->list.head == NULL && !c->stopping)
+		pthread_cond_wait(&q->more, &c->lock);
 	job_list_init(out);
-	job_list_splice(out, list);
+	job_list_splice(out, &q->list);
 	pthread_mutex_unlock(&c->lock);
 	return out->head != NULL;
 }
@@ -323,7 +328,8 @@ stop_threads(struct spool_committer *c, bool committer, bool remover)
 {
 	pthread_mutex_lock(&c->lock);
 	c->stopping = true;
-	pthread_cond_broadcast(&c->more);
+	pthread_cond_signal(&c->todo.more);
+	pthread_cond_signal(&c->removals.more);
 	pthread_mutex_unlock(&c->lock);
 	if (committer)
 		pthread_join(c->thread, NULL);
@@ -339,8 +345,8 @@ spool_committer_new(struct event_base *base, struct spool *s, bool use_syncfs)
 
 	c->spool = s;
 	c->use_syncfs = use_syncfs;
-	job_list_init(&c->todo);
-	job_list_init(&c->removals);
+	job_list_init(&c->todo.list);
+	job_list_init(&c->removals.list);
 	job_list_init(&c->done);
 	if (worker_wake_init(&c->wake, base, on_wake, c) < 0) {
 		err = errno;
@@ -349,7 +355,8 @@ spool_committer_new(struct event_base *base, struct spool *s, bool use_syncfs)
 		return NULL;
 	}
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->more, NULL);
+	pthread_cond_init(&c->todo.more, NULL);
+	pthread_cond_init(&c->removals.more, NULL);
 	pthread_cond_init(&c->finished, NULL);
 	err = 0;
 	if (!use_syncfs && (c->sync_pool = sync_pool_new(COMMIT_SYNC_HELPERS)) == NULL)
@@ -360,7 +367,8 @@ spool_committer_new(struct event_base *base, struct spool *s, bool use_syncfs)
 	if (err != 0) {
 		sync_pool_free(c->sync_pool);
 		pthread_cond_destroy(&c->finished);
-		pthread_cond_destroy(&c->more);
+		pthread_cond_destroy(&c->removals.more);
+		pthread_cond_destroy(&c->todo.more);
 		pthread_mutex_destroy(&c->lock);
 		worker_wake_close(&c->wake);
 		free(c);
@@ -388,7 +396,8 @@ spool_committer_free(struct spool_committer *c)
 	free(c->sync_items);
 	worker_wake_close(&c->wake);
 	pthread_cond_destroy(&c->finished);
-	pthread_cond_destroy(&c->more);
+	pthread_cond_destroy(&c->removals.more);
+	pthread_cond_destroy(&c->todo.more);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -402,14 +411,13 @@ spool_committer_stats(struct spool_committer *c, struct spool_commit_stats *st)
 	st->commits = c->commits;
 }
 
-/* Both threads wait on one condition variable: wake them all, the other goes back. */
 static void
-hand_over(struct spool_committer *c, struct job_list *list, struct commit_job *j)
+hand_over(struct spool_committer *c, struct job_queue *q, struct commit_job *j)
 {
 	c->inflight++;
 	pthread_mutex_lock(&c->lock);
-	job_list_append(list, j);
-	pthread_cond_broadcast(&c->more);
+	job_list_append(&q->list, j);
+	pthread_cond_signal(&q->more);
 	pthread_mutex_unlock(&c->lock);
 }
 
